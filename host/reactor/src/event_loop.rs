@@ -60,6 +60,11 @@ impl Reactor {
         self.timers.insert(Instant::now() + delay, None, token)
     }
 
+    /// Fires once at `deadline`.
+    pub fn set_deadline(&mut self, deadline: Instant, token: Token) -> TimerId {
+        self.timers.insert(deadline, None, token)
+    }
+
     /// Fires every `interval`, first `interval` after this call.
     pub fn set_interval(&mut self, interval: Duration, token: Token) -> TimerId {
         self.timers

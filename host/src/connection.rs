@@ -1,0 +1,205 @@
+//! A TCP connection as the host keeps it for a guest: the socket, the output
+//! buffer, and the state the guest's calls change.
+//!
+//! The guest's `write` runs inside a host import that can only borrow the
+//! store immutably while it also borrows the guest's memory (the bytes are
+//! written straight from there, without a copy). So the fields `write`
+//! touches use `Cell`/`RefCell`: single-threaded interior mutability.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, TcpStream};
+
+use crate::runtime::bindings::CloseReason;
+
+/// Capacity kept by an emptied output buffer; anything above is released so
+/// 10,000 idle connections do not each hold a burst's worth of memory.
+const RETAINED_OUTPUT: usize = 64 * 1024;
+
+pub struct Connection {
+    pub socket: TcpStream,
+    /// The reactor token (route) this connection is registered under.
+    pub token: u64,
+    /// The listener handle it arrived on.
+    pub listener: u64,
+    output: RefCell<VecDeque<u8>>,
+    max_output: usize,
+    /// A write failed; the host finishes the connection with this reason
+    /// after the current callback.
+    pub failed: RefCell<Option<CloseReason>>,
+    /// Reading is paused by the guest.
+    pub paused: Cell<bool>,
+    /// End-of-stream was read; no more `on-data`.
+    pub eof: Cell<bool>,
+    /// The guest asked for `on-writable` once the buffer drains.
+    pub notify_writable: Cell<bool>,
+    /// The guest asked for a half-close; `write_shut` once the FIN is sent.
+    pub shutdown_requested: Cell<bool>,
+    pub write_shut: Cell<bool>,
+    /// Closing: set by `close`/`abort`, end-of-stream or host shutdown. The
+    /// reason `on-close` will carry.
+    pub closing: RefCell<Option<CloseReason>>,
+    /// `abort`: discard output and reset.
+    pub abort: Cell<bool>,
+    /// `resume-reading` was called: bytes may be waiting.
+    pub resumed: Cell<bool>,
+    /// A linger timer bounds the flushing of a closing connection.
+    pub linger_armed: Cell<bool>,
+}
+
+impl Connection {
+    pub fn new(socket: TcpStream, token: u64, listener: u64, max_output: usize) -> Connection {
+        Connection {
+            socket,
+            token,
+            listener,
+            output: RefCell::new(VecDeque::new()),
+            max_output,
+            failed: RefCell::new(None),
+            paused: Cell::new(false),
+            eof: Cell::new(false),
+            notify_writable: Cell::new(false),
+            shutdown_requested: Cell::new(false),
+            write_shut: Cell::new(false),
+            closing: RefCell::new(None),
+            abort: Cell::new(false),
+            resumed: Cell::new(false),
+            linger_armed: Cell::new(false),
+        }
+    }
+
+    /// Whether the guest may still write.
+    pub fn accepts_output(&self) -> bool {
+        self.closing.borrow().is_none()
+            && !self.shutdown_requested.get()
+            && self.failed.borrow().is_none()
+    }
+
+    pub fn buffered(&self) -> usize {
+        self.output.borrow().len()
+    }
+
+    /// The guest's `write`: straight to the socket when nothing is queued,
+    /// the rest into the buffer up to the limit. Returns the bytes taken.
+    pub fn write(&self, data: &[u8]) -> usize {
+        let mut output = self.output.borrow_mut();
+        let mut sent = 0;
+        if output.is_empty() {
+            match (&self.socket).write(data) {
+                Ok(n) => sent = n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.fail(&e);
+                    return 0;
+                }
+            }
+        }
+        let room = self.max_output.saturating_sub(output.len());
+        let queued = (data.len() - sent).min(room);
+        output.extend(&data[sent..sent + queued]);
+        sent + queued
+    }
+
+    /// Sends buffered output until the kernel stops taking it. Returns true
+    /// once the buffer is empty.
+    pub fn flush(&self) -> bool {
+        let mut output = self.output.borrow_mut();
+        while !output.is_empty() {
+            let (a, b) = output.as_slices();
+            match (&self.socket).write_vectored(&[IoSlice::new(a), IoSlice::new(b)]) {
+                Ok(n) => {
+                    output.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    output.clear();
+                    drop(output);
+                    self.fail(&e);
+                    return true;
+                }
+            }
+        }
+        if output.capacity() > RETAINED_OUTPUT {
+            *output = VecDeque::new();
+        }
+        true
+    }
+
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        (&self.socket).read(buf)
+    }
+
+    /// Sends FIN (after the caller flushed the buffer).
+    pub fn shut_write(&self) {
+        if !self.write_shut.replace(true) {
+            let _ = self.socket.shutdown(Shutdown::Write);
+        }
+    }
+
+    /// Records a socket error as the reason to finish the connection.
+    pub fn fail(&self, error: &io::Error) {
+        let mut failed = self.failed.borrow_mut();
+        if failed.is_none() {
+            *failed = Some(close_reason(error));
+        }
+    }
+
+    /// Makes the coming close send a reset instead of a FIN.
+    pub fn set_reset_on_close(&self) {
+        let _ =
+            rustix::net::sockopt::set_socket_linger(&self.socket, Some(std::time::Duration::ZERO));
+    }
+}
+
+/// What the host must do with a connection after the guest touched it or
+/// the socket became writable.
+pub enum Settled {
+    /// Close it now (with a reset if the flag is set) and report `reason`.
+    Finish(CloseReason, bool),
+    /// Closing, output still queued; arm the linger timer if not yet armed.
+    Draining { arm_linger: bool },
+    /// Open; queue `on-writable` and/or a read for the deferred phase.
+    Open { writable: bool, read: bool },
+}
+
+impl Connection {
+    /// Flushes output and turns the connection's flags into the next step.
+    pub fn settle(&self) -> Settled {
+        if self.abort.get() {
+            return Settled::Finish(CloseReason::Local, true);
+        }
+        let drained = self.flush();
+        if let Some(reason) = self.failed.borrow_mut().take() {
+            return Settled::Finish(reason, true);
+        }
+        let closing = self.closing.borrow().clone();
+        if !drained {
+            return Settled::Draining {
+                arm_linger: closing.is_some() && !self.linger_armed.replace(true),
+            };
+        }
+        if let Some(reason) = closing {
+            return Settled::Finish(reason, false);
+        }
+        if self.shutdown_requested.get() {
+            self.shut_write();
+        }
+        Settled::Open {
+            writable: self.notify_writable.replace(false),
+            read: self.resumed.replace(false) && !self.paused.get(),
+        }
+    }
+}
+
+/// How an IO error ends a connection.
+pub fn close_reason(error: &io::Error) -> CloseReason {
+    match error.kind() {
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::BrokenPipe
+        | io::ErrorKind::ConnectionAborted => CloseReason::Reset,
+        _ => CloseReason::Error(error.to_string()),
+    }
+}

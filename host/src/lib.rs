@@ -1,0 +1,3 @@
+pub mod connection;
+pub mod runtime;
+pub mod server;

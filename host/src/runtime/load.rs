@@ -1,0 +1,159 @@
+//! The engine, the linker, and turning a file into a component that is known
+//! to fit the world, with an error that names what is wrong when it is not.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine};
+
+use crate::runtime::bindings::HandlerPre;
+use crate::runtime::state::{GuestLimits, GuestState};
+use crate::runtime::ticker::EpochTicker;
+use crate::runtime::{imports, wasi};
+
+/// How often the epoch ticker ticks while a callback runs; the resolution of
+/// callback deadlines.
+const EPOCH_PERIOD: Duration = Duration::from_millis(5);
+
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Longest a callback may run before it is trapped.
+    pub callback_deadline: Duration,
+    /// Longest `init` may run (language runtimes start slowly).
+    pub init_deadline: Duration,
+    /// Linear memory cap per guest.
+    pub max_memory: usize,
+    pub limits: GuestLimits,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            callback_deadline: Duration::from_millis(50),
+            init_deadline: Duration::from_secs(5),
+            max_memory: 64 << 20,
+            limits: GuestLimits {
+                max_output: 1 << 20,
+                max_timers: 10_000,
+            },
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not a WebAssembly file (no wasm magic number)", path.display())]
+    NotWasm { path: PathBuf },
+    #[error(
+        "{} is a core WebAssembly module, not a component: build it for wasm32-wasip2 or wrap it with `wasm-tools component new`",
+        path.display()
+    )]
+    CoreModule { path: PathBuf },
+    #[error("{} is not a valid component: {reason}", path.display())]
+    Invalid { path: PathBuf, reason: String },
+    #[error("{} imports `{import}`, which this host does not provide", path.display())]
+    UnknownImport { path: PathBuf, import: String },
+    #[error("{} does not implement the wasmloop:handler world: {reason}", path.display())]
+    WrongWorld { path: PathBuf, reason: String },
+}
+
+/// A compiled component, linked and checked against the world.
+pub struct Module {
+    pub(crate) pre: HandlerPre<GuestState>,
+    pub path: PathBuf,
+}
+
+pub struct Runtime {
+    pub(crate) engine: Engine,
+    linker: Linker<GuestState>,
+    pub(crate) ticker: Arc<EpochTicker>,
+    pub config: RuntimeConfig,
+}
+
+impl Runtime {
+    pub fn new(config: RuntimeConfig) -> anyhow::Result<Runtime> {
+        let mut wasm = Config::new();
+        // Concurrency support makes every synchronous call about 3x slower
+        // (shared/FINDINGS.md); our callbacks are synchronous by design.
+        wasm.concurrency_support(false);
+        wasm.epoch_interruption(true);
+        wasm.wasm_backtrace_max_frames(std::num::NonZeroUsize::new(32));
+        let engine = Engine::new(&wasm).map_err(anyhow::Error::from)?;
+        let mut linker = Linker::new(&engine);
+        wasi::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
+        imports::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
+        let ticker = Arc::new(EpochTicker::start(engine.clone(), EPOCH_PERIOD)?);
+        Ok(Runtime {
+            engine,
+            linker,
+            ticker,
+            config,
+        })
+    }
+
+    /// Reads, compiles and links `path`. Compiling can take seconds for big
+    /// components: callers on the loop thread should know that.
+    pub fn load(&self, path: &Path) -> Result<Module, LoadError> {
+        let path_buf = path.to_path_buf();
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path_buf.clone(),
+            source,
+        })?;
+        match bytes.get(..8) {
+            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
+                return Err(LoadError::CoreModule { path: path_buf });
+            }
+            Some([0, b'a', b's', b'm', ..]) => {}
+            _ => return Err(LoadError::NotWasm { path: path_buf }),
+        }
+        let component = Component::new(&self.engine, &bytes).map_err(|e| LoadError::Invalid {
+            path: path_buf.clone(),
+            reason: root_cause(&e),
+        })?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            let reason = root_cause(&e);
+            match between_backticks(&reason) {
+                Some(import) if reason.contains("matching implementation was not found") => {
+                    LoadError::UnknownImport {
+                        path: path_buf.clone(),
+                        import,
+                    }
+                }
+                _ => LoadError::WrongWorld {
+                    path: path_buf.clone(),
+                    reason,
+                },
+            }
+        })?;
+        let pre = HandlerPre::new(pre).map_err(|e| LoadError::WrongWorld {
+            path: path_buf.clone(),
+            reason: root_cause(&e),
+        })?;
+        Ok(Module {
+            pre,
+            path: path_buf,
+        })
+    }
+
+    /// Epoch ticks that cover `deadline`, counting the tick in progress.
+    pub(crate) fn ticks(&self, deadline: Duration) -> u64 {
+        deadline.as_nanos().div_ceil(EPOCH_PERIOD.as_nanos()) as u64 + 1
+    }
+}
+
+fn root_cause(e: &wasmtime::Error) -> String {
+    format!("{e:#}")
+}
+
+fn between_backticks(s: &str) -> Option<String> {
+    let start = s.find('`')? + 1;
+    let len = s[start..].find('`')?;
+    Some(s[start..start + len].to_string())
+}

@@ -1,0 +1,588 @@
+//! The server: the reactor's [`Handler`]. It owns the listeners, routes every
+//! event to a guest, and keeps one rule: a guest is only ever called from the
+//! top of a loop phase, never from inside another guest call or from a host
+//! import. Whatever a callback asks for (close, resume, notify) is settled
+//! right after it returns, and any callback that this causes (`on-close`,
+//! `on-writable`, reading resumed data) is queued for the deferred phase.
+
+mod listener;
+mod signals;
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use slotmap::{Key, KeyData, SlotMap, new_key_type};
+use tracing::{debug, error, info, warn};
+use wasmloop_reactor::{Event, Expired, Handler, Interest, Reactor, TimerId, Token};
+
+use crate::connection::{Connection, Settled, close_reason};
+use crate::runtime::bindings::{CloseReason, EofAction};
+use crate::runtime::{ConnKey, Fault, Guest, ListenerGrant, Runtime};
+
+pub use listener::bind;
+use listener::{Accepted, Listener};
+use signals::Signals;
+
+/// Bytes read per `read` call and per `on-data`.
+const READ_CHUNK: usize = 64 * 1024;
+/// Reads per connection per wakeup, so one busy peer cannot starve others.
+const READS_PER_WAKEUP: usize = 4;
+/// Connections accepted per listener per wakeup.
+const ACCEPTS_PER_WAKEUP: usize = 64;
+/// Pause before retrying accept when out of descriptors.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// How long a closing connection may take to send its buffered output.
+    pub linger: Duration,
+    /// How long shutdown waits for output to drain before closing the rest.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            linger: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One guest as the operator describes it.
+pub struct GuestSpec {
+    pub name: String,
+    pub module: crate::runtime::Module,
+    pub listeners: Vec<std::net::TcpListener>,
+    pub config: String,
+}
+
+new_key_type! {
+    struct RouteKey;
+    struct GuestKey;
+}
+
+/// What a reactor token (or timer token) stands for.
+#[derive(Clone, Copy)]
+enum Route {
+    Listener(usize),
+    Connection(GuestKey, ConnKey),
+    GuestTimers(GuestKey),
+    Signals,
+    ShutdownDeadline,
+}
+
+/// Callbacks queued for the deferred phase.
+enum Deferred {
+    Read(GuestKey, ConnKey),
+    Writable(GuestKey, ConnKey),
+    Closed(GuestKey, u64, CloseReason),
+    Accept(usize),
+}
+
+struct GuestSlot {
+    /// `None` once the guest has faulted.
+    guest: Option<Guest>,
+    timer_route: RouteKey,
+    /// The loop timer armed at the guest's earliest timer deadline.
+    armed: Option<(TimerId, Instant)>,
+}
+
+pub struct Server {
+    runtime: Runtime,
+    config: ServerConfig,
+    routes: SlotMap<RouteKey, Route>,
+    guests: SlotMap<GuestKey, GuestSlot>,
+    listeners: Vec<Listener>,
+    signals: Option<Signals>,
+    deferred: VecDeque<Deferred>,
+    read_buf: Box<[u8]>,
+    shutting_down: bool,
+}
+
+fn token(key: RouteKey) -> Token {
+    Token(key.data().as_ffi())
+}
+
+fn route_key(token: Token) -> RouteKey {
+    KeyData::from_ffi(token.0).into()
+}
+
+impl Server {
+    pub fn new(runtime: Runtime, config: ServerConfig) -> Server {
+        Server {
+            runtime,
+            config,
+            routes: SlotMap::with_key(),
+            guests: SlotMap::with_key(),
+            listeners: Vec::new(),
+            signals: None,
+            deferred: VecDeque::new(),
+            read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
+            shutting_down: false,
+        }
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Turns SIGINT and SIGTERM into a graceful shutdown on the loop.
+    pub fn handle_signals(&mut self, reactor: &Reactor) -> io::Result<()> {
+        let route = self.routes.insert(Route::Signals);
+        let signals = Signals::install()?;
+        reactor.add(signals.fd(), token(route), Interest::READABLE)?;
+        self.signals = Some(signals);
+        Ok(())
+    }
+
+    /// Starts a guest (instantiate + `init`) and starts accepting on its
+    /// listeners.
+    pub fn add_guest(&mut self, reactor: &mut Reactor, spec: GuestSpec) -> anyhow::Result<()> {
+        let grants = spec
+            .listeners
+            .iter()
+            .map(|l| {
+                Ok(ListenerGrant {
+                    address: l.local_addr()?.to_string(),
+                })
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        let name: Arc<str> = spec.name.into();
+        let guest = Guest::start(
+            &self.runtime,
+            &spec.module,
+            name.clone(),
+            grants,
+            &spec.config,
+        )?;
+        let timer_route = self.routes.insert(Route::ShutdownDeadline);
+        let g = self.guests.insert(GuestSlot {
+            guest: Some(guest),
+            timer_route,
+            armed: None,
+        });
+        self.routes[timer_route] = Route::GuestTimers(g);
+        for (i, socket) in spec.listeners.into_iter().enumerate() {
+            let index = self.listeners.len();
+            let route = self.routes.insert(Route::Listener(index));
+            let address: SocketAddr = socket.local_addr()?;
+            reactor.add(&socket, token(route), Interest::READABLE)?;
+            info!(guest = &*name, "listening on {address}");
+            self.listeners
+                .push(Listener::new(socket, g, i as u64 + 1, route)?);
+        }
+        self.settle(reactor, g);
+        Ok(())
+    }
+
+    // ---- Calling guests -------------------------------------------------
+
+    /// Calls the guest `g` if it is alive; on a fault tears it down. After
+    /// the call, settles what the guest asked for.
+    fn call<R>(
+        &mut self,
+        reactor: &mut Reactor,
+        g: GuestKey,
+        f: impl FnOnce(&mut Guest) -> Result<R, Fault>,
+    ) -> Option<R> {
+        let guest = self.guests.get_mut(g)?.guest.as_mut()?;
+        match f(guest) {
+            Ok(r) => {
+                self.settle(reactor, g);
+                Some(r)
+            }
+            Err(fault) => {
+                self.tear_down(reactor, g, &fault);
+                None
+            }
+        }
+    }
+
+    /// After a callback: act on the connections it touched and re-arm the
+    /// guest's timer at its earliest deadline.
+    fn settle(&mut self, reactor: &mut Reactor, g: GuestKey) {
+        loop {
+            let Some(guest) = self.guests.get(g).and_then(|s| s.guest.as_ref()) else {
+                return;
+            };
+            let Some(c) = guest.state().dirty.borrow_mut().pop() else {
+                break;
+            };
+            self.settle_connection(reactor, g, c);
+        }
+        let Some(slot) = self.guests.get_mut(g) else {
+            return;
+        };
+        let Some(guest) = slot.guest.as_mut() else {
+            return;
+        };
+        let next = guest.state_mut().timers.next_deadline();
+        if slot.armed.map(|(_, at)| at) != next {
+            if let Some((id, _)) = slot.armed.take() {
+                reactor.cancel_timer(id);
+            }
+            if let Some(at) = next {
+                slot.armed = Some((reactor.set_deadline(at, token(slot.timer_route)), at));
+            }
+        }
+    }
+
+    /// Brings one connection's socket in line with its state: flush, FIN,
+    /// close, or queue the callbacks the guest asked for.
+    fn settle_connection(&mut self, reactor: &mut Reactor, g: GuestKey, c: ConnKey) {
+        let Some(conn) = self.connection(g, c) else {
+            return;
+        };
+        let next = conn.settle();
+        let token = Token(conn.token);
+        match next {
+            Settled::Finish(reason, reset) => self.finish(reactor, g, c, reason, reset),
+            Settled::Draining { arm_linger } => {
+                if arm_linger {
+                    reactor.set_timeout(self.config.linger, token);
+                }
+            }
+            Settled::Open { writable, read } => {
+                if writable {
+                    self.defer(reactor, Deferred::Writable(g, c));
+                }
+                if read {
+                    self.defer(reactor, Deferred::Read(g, c));
+                }
+            }
+        }
+    }
+
+    fn connection(&self, g: GuestKey, c: ConnKey) -> Option<&Connection> {
+        self.guests
+            .get(g)?
+            .guest
+            .as_ref()?
+            .state()
+            .connections
+            .get(c)
+    }
+
+    fn defer(&mut self, reactor: &mut Reactor, work: Deferred) {
+        self.deferred.push_back(work);
+        reactor.defer();
+    }
+
+    /// Removes a connection: deregister, close, and queue `on-close`.
+    fn finish(
+        &mut self,
+        reactor: &mut Reactor,
+        g: GuestKey,
+        c: ConnKey,
+        reason: CloseReason,
+        reset: bool,
+    ) {
+        let Some(guest) = self.guests.get_mut(g).and_then(|s| s.guest.as_mut()) else {
+            return;
+        };
+        let Some(conn) = guest.state_mut().connections.remove(c) else {
+            return;
+        };
+        // Deregister before close: a closed descriptor number can be reused
+        // at once, and epoll would keep watching the old file.
+        let _ = reactor.delete(&conn.socket);
+        self.routes.remove(route_key(Token(conn.token)));
+        if reset {
+            conn.set_reset_on_close();
+        }
+        drop(conn);
+        self.defer(reactor, Deferred::Closed(g, c.handle(), reason));
+    }
+
+    /// A guest faulted: log it, close its connections, drop its instance.
+    fn tear_down(&mut self, reactor: &mut Reactor, g: GuestKey, fault: &Fault) {
+        let Some(slot) = self.guests.get_mut(g) else {
+            return;
+        };
+        let Some(mut guest) = slot.guest.take() else {
+            return;
+        };
+        if let Some((id, _)) = slot.armed.take() {
+            reactor.cancel_timer(id);
+        }
+        let connections = guest.state().connections.len();
+        error!(
+            guest = &**guest.name(),
+            callback = fault.callback,
+            connections,
+            "{fault}"
+        );
+        for (_, conn) in guest.state_mut().connections.drain() {
+            let _ = reactor.delete(&conn.socket);
+            self.routes.remove(route_key(Token(conn.token)));
+        }
+        drop(guest);
+        self.stop_if_done(reactor);
+    }
+
+    // ---- IO ---------------------------------------------------------------
+
+    fn accept(&mut self, reactor: &mut Reactor, index: usize) {
+        for _ in 0..ACCEPTS_PER_WAKEUP {
+            let Some(listener) = self.listeners.get_mut(index) else {
+                return;
+            };
+            match listener.accept() {
+                Accepted::Stream(stream) => self.adopt(reactor, index, stream),
+                Accepted::Drained => return,
+                Accepted::RetryLater => {
+                    let route = listener.route;
+                    reactor.set_timeout(ACCEPT_RETRY, token(route));
+                    return;
+                }
+            }
+        }
+        self.defer(reactor, Deferred::Accept(index));
+    }
+
+    fn adopt(&mut self, reactor: &mut Reactor, index: usize, stream: TcpStream) {
+        let listener = &self.listeners[index];
+        let (g, handle) = (listener.guest, listener.handle);
+        let Some(guest) = self.guests.get_mut(g).and_then(|s| s.guest.as_mut()) else {
+            debug!("refusing a connection: its guest is down");
+            return;
+        };
+        let _ = stream.set_nodelay(true);
+        let route = self.routes.insert(Route::Signals);
+        let conn = Connection::new(
+            stream,
+            token(route).0,
+            handle,
+            guest.state().limits.max_output,
+        );
+        if let Err(e) = reactor.add(&conn.socket, token(route), Interest::BOTH) {
+            warn!("cannot watch an accepted connection: {e}");
+            self.routes.remove(route);
+            return;
+        }
+        let c = guest.state_mut().connections.insert(conn);
+        self.routes[route] = Route::Connection(g, c);
+        self.call(reactor, g, |guest| guest.on_accept(handle, c.handle()));
+    }
+
+    /// Reads up to the per-wakeup budget and hands each chunk to the guest.
+    fn read(&mut self, reactor: &mut Reactor, g: GuestKey, c: ConnKey) {
+        let mut buf = std::mem::take(&mut self.read_buf);
+        let mut budget_left = true;
+        for round in 0..=READS_PER_WAKEUP {
+            if round == READS_PER_WAKEUP {
+                budget_left = false;
+                break;
+            }
+            let Some(conn) = self.connection(g, c) else {
+                break;
+            };
+            if conn.paused.get() || conn.eof.get() || conn.closing.borrow().is_some() {
+                break;
+            }
+            match conn.read(&mut buf) {
+                Ok(0) => {
+                    conn.eof.set(true);
+                    let action = self.call(reactor, g, |guest| guest.on_eof(c.handle()));
+                    if action == Some(EofAction::Close) {
+                        if let Some(conn) = self.connection(g, c) {
+                            conn.closing
+                                .borrow_mut()
+                                .get_or_insert(CloseReason::PeerClosed);
+                            self.settle_connection(reactor, g, c);
+                        }
+                    }
+                    break;
+                }
+                Ok(n) => {
+                    self.call(reactor, g, |guest| guest.on_data(c.handle(), &buf[..n]));
+                    // A short read drained the socket: with edge-triggered
+                    // readiness, new bytes or a FIN raise a new edge.
+                    if n < buf.len() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.finish(reactor, g, c, close_reason(&e), true);
+                    break;
+                }
+            }
+        }
+        self.read_buf = buf;
+        if !budget_left {
+            self.defer(reactor, Deferred::Read(g, c));
+        }
+    }
+
+    // ---- Shutdown -----------------------------------------------------------
+
+    /// SIGINT/SIGTERM: stop accepting, tell every guest, close connections
+    /// once their output drained, and stop the loop when all are gone or the
+    /// shutdown timeout passes. A second signal stops at once.
+    fn begin_shutdown(&mut self, reactor: &mut Reactor) {
+        if self.shutting_down {
+            warn!("second signal: stopping now");
+            return self.abort_all(reactor);
+        }
+        self.shutting_down = true;
+        info!("shutting down: no new connections");
+        for listener in self.listeners.drain(..) {
+            let _ = reactor.delete(&listener.socket);
+            self.routes.remove(listener.route);
+        }
+        let guests: Vec<GuestKey> = self.guests.keys().collect();
+        for &g in &guests {
+            self.call(reactor, g, |guest| guest.on_shutdown());
+        }
+        for &g in &guests {
+            let Some(guest) = self.guests.get(g).and_then(|s| s.guest.as_ref()) else {
+                continue;
+            };
+            for (c, conn) in &guest.state().connections {
+                conn.closing
+                    .borrow_mut()
+                    .get_or_insert(CloseReason::HostShutdown);
+                guest.state().dirty.borrow_mut().push(c);
+            }
+            self.settle(reactor, g);
+        }
+        let route = self.routes.insert(Route::ShutdownDeadline);
+        reactor.set_timeout(self.config.shutdown_timeout, token(route));
+        self.stop_if_done(reactor);
+    }
+
+    fn abort_all(&mut self, reactor: &mut Reactor) {
+        for slot in self.guests.values_mut() {
+            if let Some(guest) = slot.guest.as_mut() {
+                for (_, conn) in guest.state_mut().connections.drain() {
+                    let _ = reactor.delete(&conn.socket);
+                }
+            }
+        }
+        reactor.stop();
+    }
+
+    fn stop_if_done(&mut self, reactor: &mut Reactor) {
+        if !self.shutting_down {
+            return;
+        }
+        let open: usize = self
+            .guests
+            .values()
+            .filter_map(|s| s.guest.as_ref())
+            .map(|g| g.state().connections.len())
+            .sum();
+        if open == 0 && self.deferred.is_empty() {
+            info!("all connections closed; exiting");
+            reactor.stop();
+        }
+    }
+
+    fn fire_guest_timers(&mut self, reactor: &mut Reactor, g: GuestKey) {
+        let Some(slot) = self.guests.get_mut(g) else {
+            return;
+        };
+        slot.armed = None;
+        let now = reactor.now();
+        let barrier = match slot.guest.as_ref() {
+            Some(guest) => guest.state().timers.barrier(),
+            None => return,
+        };
+        loop {
+            let Some(guest) = self.guests.get_mut(g).and_then(|s| s.guest.as_mut()) else {
+                return;
+            };
+            let Some(expired) = guest.state_mut().timers.pop_due(now, barrier) else {
+                break;
+            };
+            let timer = expired.id.to_u64();
+            if self
+                .call(reactor, g, |guest| guest.on_timer(timer))
+                .is_none()
+            {
+                return;
+            }
+        }
+        self.settle(reactor, g);
+    }
+}
+
+impl Handler for Server {
+    fn io(&mut self, reactor: &mut Reactor, event: Event) {
+        let Some(&route) = self.routes.get(route_key(event.token)) else {
+            return;
+        };
+        match route {
+            Route::Listener(index) => self.accept(reactor, index),
+            Route::Connection(g, c) => {
+                if event.writable {
+                    self.settle_connection(reactor, g, c);
+                }
+                if event.readable {
+                    self.read(reactor, g, c);
+                }
+            }
+            Route::Signals => {
+                if self.signals.as_ref().is_some_and(|s| s.drain()) {
+                    self.begin_shutdown(reactor);
+                }
+            }
+            Route::GuestTimers(_) | Route::ShutdownDeadline => {}
+        }
+    }
+
+    fn timer(&mut self, reactor: &mut Reactor, expired: Expired) {
+        let Some(&route) = self.routes.get(route_key(expired.token)) else {
+            return;
+        };
+        match route {
+            Route::GuestTimers(g) => self.fire_guest_timers(reactor, g),
+            // The linger time of a closing connection ran out.
+            Route::Connection(g, c) => {
+                debug!("linger timeout: resetting a connection that would not drain");
+                let reason = self
+                    .connection(g, c)
+                    .and_then(|conn| conn.closing.borrow().clone());
+                self.finish(reactor, g, c, reason.unwrap_or(CloseReason::Local), true);
+            }
+            Route::Listener(index) => self.accept(reactor, index),
+            Route::ShutdownDeadline => {
+                warn!("shutdown timeout: closing connections that did not drain");
+                self.abort_all(reactor);
+            }
+            Route::Signals => {}
+        }
+    }
+
+    fn deferred(&mut self, reactor: &mut Reactor) {
+        // Only the work queued so far: what this work queues waits for the
+        // next turn, so IO and timers are not starved.
+        for _ in 0..self.deferred.len() {
+            let Some(work) = self.deferred.pop_front() else {
+                break;
+            };
+            match work {
+                Deferred::Read(g, c) => self.read(reactor, g, c),
+                Deferred::Writable(g, c) => {
+                    if self.connection(g, c).is_some() {
+                        self.call(reactor, g, |guest| guest.on_writable(c.handle()));
+                    }
+                }
+                Deferred::Closed(g, handle, reason) => {
+                    self.call(reactor, g, |guest| guest.on_close(handle, &reason));
+                }
+                Deferred::Accept(index) => self.accept(reactor, index),
+            }
+        }
+        if !self.deferred.is_empty() {
+            reactor.defer();
+        }
+        self.stop_if_done(reactor);
+    }
+}
