@@ -139,6 +139,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         },
     )?;
     tracing::info!("ready");
-    event_loop.run(&mut server).context("event loop failed")?;
+    wasmloop::runtime::on_loop_thread(|| event_loop.run(&mut server))
+        .context("cannot set up the loop thread")?
+        .context("event loop failed")?;
     Ok(())
 }

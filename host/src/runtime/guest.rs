@@ -162,8 +162,11 @@ fn describe(e: &wasmtime::Error) -> String {
         None => format!("{:#}", e.root_cause()),
     };
     if let Some(bt) = e.downcast_ref::<WasmBacktrace>() {
-        text.push_str("\nwasm backtrace:\n");
-        text.push_str(&bt.to_string());
+        text.push('\n');
+        text.push_str(
+            bt.to_string()
+                .trim_start_matches("error while executing at "),
+        );
     }
     text
 }

@@ -14,3 +14,16 @@ pub use guest::{Fault, Guest};
 pub use imports::monotonic_nanos;
 pub use load::{LoadError, Module, Runtime, RuntimeConfig};
 pub use state::{ConnKey, GuestLimits, GuestState, ListenerGrant};
+
+/// Runs `f` (the event loop) with a current-thread tokio context entered.
+///
+/// wasmtime-wasi's synchronous WASI calls (a guest writing to stdout, say)
+/// `block_on` their future in the current tokio context, and without one
+/// they start a global multi-threaded runtime with worker threads on first
+/// use. Our WASI futures are ready at once, so a current-thread context on
+/// the loop thread serves them with no threads at all.
+pub fn on_loop_thread<R>(f: impl FnOnce() -> R) -> std::io::Result<R> {
+    let tokio = tokio::runtime::Builder::new_current_thread().build()?;
+    let _entered = tokio.enter();
+    Ok(f())
+}

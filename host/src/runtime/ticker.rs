@@ -60,10 +60,10 @@ impl EpochTicker {
     /// A callback starts: make sure the ticker runs.
     pub fn enter(&self) {
         self.shared.busy.store(true, SeqCst);
-        if self.shared.parked.load(SeqCst) {
-            if let Some(t) = &self.thread {
-                t.thread().unpark();
-            }
+        if self.shared.parked.load(SeqCst)
+            && let Some(t) = &self.thread
+        {
+            t.thread().unpark();
         }
     }
 

@@ -205,21 +205,23 @@ impl Server {
     /// After a callback: act on the connections it touched and re-arm the
     /// guest's timer at its earliest deadline.
     fn settle(&mut self, reactor: &mut Reactor, g: GuestKey) {
-        loop {
-            let Some(guest) = self.guests.get(g).and_then(|s| s.guest.as_ref()) else {
-                return;
-            };
-            let Some(c) = guest.state().dirty.borrow_mut().pop() else {
-                break;
-            };
+        let Some(guest) = self.guests.get(g).and_then(|s| s.guest.as_ref()) else {
+            return;
+        };
+        // Settling makes syscalls only, never calls the guest, so nothing is
+        // added to the list meanwhile; it goes back empty, capacity kept.
+        let mut dirty = guest.state().dirty.take();
+        for &c in &dirty {
             self.settle_connection(reactor, g, c);
         }
+        dirty.clear();
         let Some(slot) = self.guests.get_mut(g) else {
             return;
         };
         let Some(guest) = slot.guest.as_mut() else {
             return;
         };
+        guest.state().dirty.replace(dirty);
         let next = guest.state_mut().timers.next_deadline();
         if slot.armed.map(|(_, at)| at) != next {
             if let Some((id, _)) = slot.armed.take() {
@@ -388,13 +390,13 @@ impl Server {
                 Ok(0) => {
                     conn.eof.set(true);
                     let action = self.call(reactor, g, |guest| guest.on_eof(c.handle()));
-                    if action == Some(EofAction::Close) {
-                        if let Some(conn) = self.connection(g, c) {
-                            conn.closing
-                                .borrow_mut()
-                                .get_or_insert(CloseReason::PeerClosed);
-                            self.settle_connection(reactor, g, c);
-                        }
+                    if action == Some(EofAction::Close)
+                        && let Some(conn) = self.connection(g, c)
+                    {
+                        conn.closing
+                            .borrow_mut()
+                            .get_or_insert(CloseReason::PeerClosed);
+                        self.settle_connection(reactor, g, c);
                     }
                     break;
                 }

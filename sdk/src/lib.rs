@@ -1,0 +1,229 @@
+//! Write wasmloop guests in Rust.
+//!
+//! A guest is a type that implements [`Handler`]: [`Handler::init`] builds it
+//! from the operator's configuration, and every event the host delivers
+//! (a new connection, bytes, room to write, a close, a timer, shutdown) is
+//! one method call on it. Every event method has a default that does nothing
+//! (or, for [`Handler::on_eof`], closes the connection), so a guest implements
+//! only what it needs. [`export!`] registers the type.
+//!
+//! Calls never overlap and never nest: the host runs one event loop and no
+//! SDK function calls back into the guest. Work triggered by a call (say,
+//! [`Connection::notify_writable`]) arrives as a later callback.
+//!
+//! # Example
+//!
+//! An echo guest. Build it as a `cdylib` for `wasm32-wasip2`.
+//!
+//! ```
+//! use wasmloop_sdk::{Connection, Handler, Listener, export, warn};
+//!
+//! struct Echo;
+//!
+//! impl Handler for Echo {
+//!     fn init(_config: &str, _listeners: &[Listener]) -> Result<Self, String> {
+//!         Ok(Echo)
+//!     }
+//!
+//!     fn on_data(&mut self, conn: Connection, data: &[u8]) {
+//!         // The host takes fewer bytes than offered only when this
+//!         // connection's output buffer is full. A real echo keeps the rest
+//!         // (see "Backpressure" below); this one gives up on such a peer.
+//!         if conn.write(data) != Ok(data.len()) {
+//!             warn!("{conn:?} is not reading; aborting it");
+//!             let _ = conn.abort();
+//!         }
+//!     }
+//! }
+//!
+//! export!(Echo);
+//! # fn main() {}
+//! ```
+//!
+//! # Backpressure
+//!
+//! [`Connection::write`] never blocks and never drops bytes silently: the host
+//! takes what fits in the connection's output buffer and returns how many
+//! bytes it took. When that is less than offered, keep the rest, call
+//! [`Connection::pause_reading`] (so TCP flow control slows the peer down)
+//! and [`Connection::notify_writable`]; [`Handler::on_writable`] follows once
+//! the buffer has drained, where you write the rest and resume reading. The
+//! `echo` guest in the wasmloop repository does exactly that.
+//!
+//! # Errors
+//!
+//! Host calls return [`Result`]`<T, `[`Error`]`>`. Inside a callback about a
+//! connection that is not closing, calls on that connection do not fail, so
+//! ignoring their result (`let _ = conn.pause_reading();`) is common.
+
+// The SDK itself has no unsafe code; only the generated bindings do.
+#![deny(unsafe_code)]
+
+mod export;
+mod logging;
+mod net;
+mod time;
+
+pub use logging::{Level, log};
+pub use net::{Connection, Listener};
+pub use time::{Instant, Timer};
+
+#[doc(hidden)]
+pub use export::Exports;
+
+use std::fmt;
+
+/// Bindings generated from `wit/handler.wit`. Used by [`export!`]; guests
+/// should use the wrappers in this crate instead.
+#[doc(hidden)]
+#[allow(unsafe_code)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "handler",
+        // `export!` runs in the guest's crate, which does not depend on
+        // wit-bindgen: the generated macro must be public and find the
+        // bindings (and wit-bindgen's runtime) through this crate.
+        pub_export_macro: true,
+        default_bindings_module: "wasmloop_sdk::bindings",
+        export_macro_name: "export_callbacks",
+    });
+}
+
+use bindings::wasmloop::handler::types;
+
+/// A guest: its state, and one method per event.
+///
+/// Only [`init`](Handler::init) is required. Each `on_*` method is one host
+/// callback; the defaults do nothing, except [`on_eof`](Handler::on_eof),
+/// which closes the connection.
+///
+/// Connection events keep an order: [`on_accept`](Handler::on_accept) comes
+/// first and [`on_close`](Handler::on_close) last, exactly once each; after
+/// `on_close` the handle is dead and must not be used.
+#[allow(unused_variables)]
+pub trait Handler: Sized + 'static {
+    /// Builds the guest, before any other call. `config` is the operator's
+    /// `--guest-config` string; `listeners` are the sockets granted to this
+    /// guest (see [`Listener::address`]). An `Err` stops the guest from
+    /// starting and the host reports the message.
+    fn init(config: &str, listeners: &[Listener]) -> Result<Self, String>;
+
+    /// A peer connected to `listener`.
+    fn on_accept(&mut self, listener: Listener, conn: Connection) {}
+
+    /// Bytes from the peer, in order, at most 64 KiB per call. Not called
+    /// while reading is paused.
+    fn on_data(&mut self, conn: Connection, data: &[u8]) {}
+
+    /// The peer will send nothing more. The return value says whether the
+    /// host closes the connection (after sending buffered output) or keeps it
+    /// open so the guest can still write and close it later.
+    fn on_eof(&mut self, conn: Connection) -> EofAction {
+        EofAction::Close
+    }
+
+    /// The output buffer has drained, after [`Connection::notify_writable`].
+    fn on_writable(&mut self, conn: Connection) {}
+
+    /// The connection is gone, for `reason`; forget `conn`.
+    fn on_close(&mut self, conn: Connection, reason: CloseReason) {}
+
+    /// `timer` fired.
+    fn on_timer(&mut self, timer: Timer) {}
+
+    /// The host is stopping and accepts no more connections. The guest may
+    /// still write final messages and close connections; afterwards the host
+    /// flushes output for a bounded time and closes what is left with
+    /// [`CloseReason::HostShutdown`].
+    fn on_shutdown(&mut self) {}
+}
+
+/// Shorthand for results of host calls.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a host call failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Error {
+    /// The handle is not one of this guest's live objects: never given,
+    /// already closed (after `on_close`), or a cancelled or finished timer.
+    InvalidHandle,
+    /// The connection is closing or its write side is shut: no more output
+    /// is accepted.
+    Closed,
+    /// An argument is out of range, for example a zero timer interval.
+    InvalidArgument,
+    /// A per-guest limit was reached, for example too many timers.
+    LimitReached,
+}
+
+impl From<types::ErrorCode> for Error {
+    fn from(code: types::ErrorCode) -> Self {
+        match code {
+            types::ErrorCode::InvalidHandle => Error::InvalidHandle,
+            types::ErrorCode::Closed => Error::Closed,
+            types::ErrorCode::InvalidArgument => Error::InvalidArgument,
+            types::ErrorCode::LimitReached => Error::LimitReached,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Error::InvalidHandle => "invalid handle",
+            Error::Closed => "connection closed for writing",
+            Error::InvalidArgument => "invalid argument",
+            Error::LimitReached => "limit reached",
+        })
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Why a connection ended, as given to [`Handler::on_close`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The guest called [`Connection::close`] or [`Connection::abort`].
+    Local,
+    /// The peer closed its side and [`Handler::on_eof`] returned
+    /// [`EofAction::Close`].
+    PeerClosed,
+    /// The peer reset the connection.
+    Reset,
+    /// Any other socket error, as the OS describes it.
+    Error(String),
+    /// The host closed the connection while shutting down.
+    HostShutdown,
+}
+
+impl From<types::CloseReason> for CloseReason {
+    fn from(reason: types::CloseReason) -> Self {
+        match reason {
+            types::CloseReason::Local => CloseReason::Local,
+            types::CloseReason::PeerClosed => CloseReason::PeerClosed,
+            types::CloseReason::Reset => CloseReason::Reset,
+            types::CloseReason::Error(message) => CloseReason::Error(message),
+            types::CloseReason::HostShutdown => CloseReason::HostShutdown,
+        }
+    }
+}
+
+/// What the host does after [`Handler::on_eof`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EofAction {
+    /// Send buffered output, then close; `on_close` gets
+    /// [`CloseReason::PeerClosed`].
+    Close,
+    /// Keep the connection open for writing; the guest closes it later.
+    KeepOpen,
+}
+
+impl From<EofAction> for types::EofAction {
+    fn from(action: EofAction) -> Self {
+        match action {
+            EofAction::Close => types::EofAction::Close,
+            EofAction::KeepOpen => types::EofAction::KeepOpen,
+        }
+    }
+}
