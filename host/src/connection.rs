@@ -200,6 +200,6 @@ pub fn close_reason(error: &io::Error) -> CloseReason {
         io::ErrorKind::ConnectionReset
         | io::ErrorKind::BrokenPipe
         | io::ErrorKind::ConnectionAborted => CloseReason::Reset,
-        _ => CloseReason::Error(error.to_string()),
+        _ => CloseReason::Error(crate::os_error::describe(error)),
     }
 }

@@ -1,3 +1,5 @@
 pub mod connection;
+pub mod grants;
+pub mod os_error;
 pub mod runtime;
 pub mod server;

@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use wasmloop::runtime::{Runtime, RuntimeConfig};
+use wasmloop::runtime::{GuestLimits, Runtime, RuntimeConfig};
 use wasmloop::server::{GuestSpec, Server, ServerConfig, bind};
 use wasmloop_reactor::EventLoop;
 
 /// Runs sandboxed WebAssembly network handlers on one event loop.
 #[derive(Parser)]
 #[command(name = "host", version, about, long_about = None)]
+#[command(subcommand_required = true, arg_required_else_help = false)]
 struct Cli {
     /// More log output (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -67,11 +68,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            // One line: clap's first line names the problem; the usage that
-            // follows is one `--help` away.
-            let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("{first}");
+            eprintln!("{}", one_line(&e));
             return ExitCode::from(2);
         }
     };
@@ -85,6 +82,24 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Clap's message as one line: its first paragraph (the problem and, for a
+/// missing argument, which one), without the usage that follows; that is one
+/// `--help` away.
+fn one_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let paragraph: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let line = paragraph.join(" ");
+    if line.is_empty() {
+        "error: invalid arguments (see `host --help`)".into()
+    } else {
+        line
     }
 }
 
@@ -104,9 +119,15 @@ fn init_logging(verbose: u8) {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
-    let mut config = RuntimeConfig::default();
-    config.callback_deadline = Duration::from_millis(args.callback_deadline_ms);
-    config.limits.max_output = args.max_output;
+    let defaults = RuntimeConfig::default();
+    let config = RuntimeConfig {
+        callback_deadline: Duration::from_millis(args.callback_deadline_ms),
+        limits: GuestLimits {
+            max_output: args.max_output,
+            ..defaults.limits.clone()
+        },
+        ..defaults
+    };
     let runtime = Runtime::new(config).context("cannot start the WebAssembly runtime")?;
     let module = runtime.load(&args.module)?;
     let listeners = args

@@ -23,8 +23,10 @@ impl Handler for Faulty {
             match line.trim_ascii_end() {
                 b"panic" => panic!("asked to panic"),
                 b"spin" => spin(),
+                // Reserve without touching: memory grows as fast as the
+                // allocator can ask, so the cap is hit before any deadline.
                 b"grow" => loop {
-                    self.hoard.push(vec![1; 1 << 20]);
+                    self.hoard.push(Vec::with_capacity(4 << 20));
                 },
                 text if text.starts_with(b"print ") => {
                     println!("{}", String::from_utf8_lossy(&text[6..]));

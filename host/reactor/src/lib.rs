@@ -94,9 +94,13 @@ impl Interest {
 /// A readiness event. `readable` means "a read will not block" (it may
 /// return data, end-of-stream or an error); `writable` likewise for writes.
 /// Hang-ups and errors set both, so the next syscall reports them.
+/// `closed` says the peer closed its side or the socket failed: the
+/// end-of-stream is queued behind any data, so read until it comes (no new
+/// edge will announce it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Event {
     pub token: Token,
     pub readable: bool,
     pub writable: bool,
+    pub closed: bool,
 }

@@ -159,6 +159,10 @@ fn describe(e: &wasmtime::Error) -> String {
     let mut text = match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => "deadline exceeded (epoch interruption)".to_string(),
         Some(trap) => format!("{trap}"),
+        // The store limiter refused a `memory.grow`: say which limit.
+        None if e.root_cause().to_string().contains("growing memory") => {
+            format!("memory limit reached: {}", e.root_cause())
+        }
         None => format!("{:#}", e.root_cause()),
     };
     if let Some(bt) = e.downcast_ref::<WasmBacktrace>() {

@@ -44,10 +44,10 @@ impl Default for RuntimeConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {}", path.display(), crate::os_error::describe(error))]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{} is not a WebAssembly file (no wasm magic number)", path.display())]
     NotWasm { path: PathBuf },
@@ -102,9 +102,9 @@ impl Runtime {
     /// components: callers on the loop thread should know that.
     pub fn load(&self, path: &Path) -> Result<Module, LoadError> {
         let path_buf = path.to_path_buf();
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+        let bytes = std::fs::read(path).map_err(|error| LoadError::Read {
             path: path_buf.clone(),
-            source,
+            error,
         })?;
         match bytes.get(..8) {
             Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {

@@ -13,6 +13,10 @@ use tracing::warn;
 
 use super::{GuestKey, RouteKey};
 
+/// Connections closed unserved per accept call while out of descriptors;
+/// past that, the listener is retried after a pause.
+const MAX_SHED_PER_CALL: usize = 256;
+
 /// Pending connections the kernel queues per listener (capped by
 /// `net.core.somaxconn`).
 const BACKLOG: i32 = 4096;
@@ -21,7 +25,7 @@ const BACKLOG: i32 = 4096;
 pub fn bind(address: SocketAddr) -> Result<TcpListener, BindError> {
     let fail = |e: Errno| BindError {
         address,
-        source: e.into(),
+        error: e.into(),
     };
     let family = if address.is_ipv4() {
         AddressFamily::INET
@@ -43,10 +47,10 @@ pub fn bind(address: SocketAddr) -> Result<TcpListener, BindError> {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {address}: {}", describe(source))]
+#[error("cannot listen on {address}: {}", describe(error))]
 pub struct BindError {
     pub address: SocketAddr,
-    pub source: io::Error,
+    pub error: io::Error,
 }
 
 fn describe(e: &io::Error) -> String {
@@ -54,7 +58,7 @@ fn describe(e: &io::Error) -> String {
         io::ErrorKind::AddrInUse => "address already in use".into(),
         io::ErrorKind::AddrNotAvailable => "address not available on this machine".into(),
         io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ => e.to_string(),
+        _ => crate::os_error::describe(e),
     }
 }
 
@@ -99,6 +103,7 @@ impl Listener {
     }
 
     pub fn accept(&mut self) -> Accepted {
+        let mut shed = 0;
         loop {
             match rustix::net::accept_with(
                 &self.socket,
@@ -110,7 +115,13 @@ impl Listener {
                 Err(Errno::INTR) | Err(Errno::CONNABORTED) | Err(Errno::PROTO) => {}
                 Err(e @ (Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)) => {
                     self.warn(e);
-                    return self.shed();
+                    // Shed the whole backlog (edge-triggered: no new event
+                    // would come for connections already queued), but in
+                    // bounded batches so a flood cannot hold the loop.
+                    if shed == MAX_SHED_PER_CALL || !self.shed_one() {
+                        return Accepted::RetryLater;
+                    }
+                    shed += 1;
                 }
                 Err(e) => {
                     self.warn(e);
@@ -121,20 +132,15 @@ impl Listener {
     }
 
     /// Accepts one pending connection with the reserve descriptor and closes
-    /// it at once.
-    fn shed(&mut self) -> Accepted {
+    /// it at once. False if the reserve could not be reopened.
+    fn shed_one(&mut self) -> bool {
         let Some(reserve) = self.reserve.take() else {
-            return Accepted::RetryLater;
+            return false;
         };
         drop(reserve);
-        let shed = rustix::net::accept_with(&self.socket, SocketFlags::CLOEXEC);
-        drop(shed);
+        drop(rustix::net::accept_with(&self.socket, SocketFlags::CLOEXEC));
         self.reserve = File::open("/dev/null").ok();
-        if self.reserve.is_some() {
-            Accepted::Drained
-        } else {
-            Accepted::RetryLater
-        }
+        self.reserve.is_some()
     }
 
     fn warn(&mut self, e: Errno) {

@@ -159,13 +159,12 @@ impl Server {
             grants,
             &spec.config,
         )?;
-        let timer_route = self.routes.insert(Route::ShutdownDeadline);
-        let g = self.guests.insert(GuestSlot {
+        let routes = &mut self.routes;
+        let g = self.guests.insert_with_key(|g| GuestSlot {
             guest: Some(guest),
-            timer_route,
+            timer_route: routes.insert(Route::GuestTimers(g)),
             armed: None,
         });
-        self.routes[timer_route] = Route::GuestTimers(g);
         for (i, socket) in spec.listeners.into_iter().enumerate() {
             let index = self.listeners.len();
             let route = self.routes.insert(Route::Listener(index));
@@ -353,26 +352,32 @@ impl Server {
             debug!("refusing a connection: its guest is down");
             return;
         };
+        // Small messages go out at once (no Nagle delay).
         let _ = stream.set_nodelay(true);
-        let route = self.routes.insert(Route::Signals);
-        let conn = Connection::new(
-            stream,
-            token(route).0,
-            handle,
-            guest.state().limits.max_output,
-        );
-        if let Err(e) = reactor.add(&conn.socket, token(route), Interest::BOTH) {
+        let max_output = guest.state().limits.max_output;
+        let routes = &mut self.routes;
+        let connections = &mut guest.state_mut().connections;
+        let c = connections.insert_with_key(|c| {
+            let route = routes.insert(Route::Connection(g, c));
+            Connection::new(stream, token(route).0, handle, max_output)
+        });
+        let conn = &connections[c];
+        if let Err(e) = reactor.add(&conn.socket, Token(conn.token), Interest::BOTH) {
             warn!("cannot watch an accepted connection: {e}");
-            self.routes.remove(route);
+            routes.remove(route_key(Token(conn.token)));
+            connections.remove(c);
             return;
         }
-        let c = guest.state_mut().connections.insert(conn);
-        self.routes[route] = Route::Connection(g, c);
         self.call(reactor, g, |guest| guest.on_accept(handle, c.handle()));
     }
 
     /// Reads up to the per-wakeup budget and hands each chunk to the guest.
-    fn read(&mut self, reactor: &mut Reactor, g: GuestKey, c: ConnKey) {
+    ///
+    /// A short read normally means the socket is drained, and saves the
+    /// `EAGAIN` read: new bytes raise a new edge. Not when `drain` is set:
+    /// the peer's FIN is already queued (no edge will follow it), or an edge
+    /// was consumed while reading was paused. Then read until `EAGAIN`.
+    fn read(&mut self, reactor: &mut Reactor, g: GuestKey, c: ConnKey, drain: bool) {
         let mut buf = std::mem::take(&mut self.read_buf);
         let mut budget_left = true;
         for round in 0..=READS_PER_WAKEUP {
@@ -402,9 +407,7 @@ impl Server {
                 }
                 Ok(n) => {
                     self.call(reactor, g, |guest| guest.on_data(c.handle(), &buf[..n]));
-                    // A short read drained the socket: with edge-triggered
-                    // readiness, new bytes or a FIN raise a new edge.
-                    if n < buf.len() {
+                    if n < buf.len() && !drain {
                         break;
                     }
                 }
@@ -527,7 +530,7 @@ impl Handler for Server {
                     self.settle_connection(reactor, g, c);
                 }
                 if event.readable {
-                    self.read(reactor, g, c);
+                    self.read(reactor, g, c, event.closed);
                 }
             }
             Route::Signals => {
@@ -570,7 +573,7 @@ impl Handler for Server {
                 break;
             };
             match work {
-                Deferred::Read(g, c) => self.read(reactor, g, c),
+                Deferred::Read(g, c) => self.read(reactor, g, c, true),
                 Deferred::Writable(g, c) => {
                     if self.connection(g, c).is_some() {
                         self.call(reactor, g, |guest| guest.on_writable(c.handle()));

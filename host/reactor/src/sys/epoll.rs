@@ -48,6 +48,7 @@ impl Events {
                     readable: failed
                         || flags.intersects(epoll::EventFlags::IN | epoll::EventFlags::RDHUP),
                     writable: failed || flags.contains(epoll::EventFlags::OUT),
+                    closed: failed || flags.contains(epoll::EventFlags::RDHUP),
                 }
             })
     }

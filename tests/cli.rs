@@ -1,0 +1,235 @@
+//! The command line: misuse is reported in exactly one stderr line that
+//! names the problem, with exit code 2 for bad arguments and 1 for anything
+//! else; help is on stdout with exit code 0.
+
+mod support;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use support::{HOST, Output, bounded, describe, guest, run_bounded};
+
+/// Runs `host ARGS` to completion (bounded).
+fn host(args: &[&str]) -> Output {
+    let mut cmd = Command::new(HOST);
+    cmd.args(args).env_remove("RUST_LOG").env("NO_COLOR", "1");
+    run_bounded(cmd, Duration::from_secs(60)).expect("running host")
+}
+
+/// Asserts that the host failed with `code` and exactly one stderr line
+/// containing every one of `words`; returns that line.
+fn assert_one_line_error(out: &Output, code: i32, words: &[&str]) -> String {
+    let lines = out.stderr_lines();
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected exactly one stderr line, got:\n{}",
+        out.stderr
+    );
+    let line = lines[0];
+    for word in words {
+        assert!(line.contains(word), "{line:?} does not mention {word:?}");
+    }
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "host ended with {}, stderr: {line}",
+        describe(out.status)
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "nothing on stdout expected, got {:?}",
+        out.stdout
+    );
+    line.to_string()
+}
+
+/// A file in this test's scratch directory with `contents`.
+fn scratch_file(name: &str, contents: &[u8]) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+fn run_module(path: &Path) -> Output {
+    host(&["run", path.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+}
+
+#[test]
+fn a_missing_module_file_is_named() {
+    bounded(Duration::from_secs(90), || {
+        let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli/no-such-guest.wasm");
+        let out = run_module(&path);
+        assert_one_line_error(&out, 1, &[path.to_str().unwrap(), "cannot read"]);
+    });
+}
+
+#[test]
+fn a_text_file_is_not_a_webassembly_file() {
+    bounded(Duration::from_secs(90), || {
+        let path = scratch_file("notes.wasm", b"this is just text\n");
+        let out = run_module(&path);
+        assert_one_line_error(&out, 1, &[path.to_str().unwrap(), "not a WebAssembly file"]);
+    });
+}
+
+#[test]
+fn a_core_module_is_not_a_component() {
+    bounded(Duration::from_secs(90), || {
+        let path = scratch_file("core.wasm", b"\0asm\x01\0\0\0");
+        let out = run_module(&path);
+        assert_one_line_error(
+            &out,
+            1,
+            &[path.to_str().unwrap(), "core WebAssembly module"],
+        );
+    });
+}
+
+#[test]
+fn a_component_without_the_callbacks_export_does_not_implement_the_world() {
+    bounded(Duration::from_secs(90), || {
+        let wasm = wat::parse_str("(component)").expect("an empty component");
+        let path = scratch_file("empty-component.wasm", &wasm);
+        let out = run_module(&path);
+        assert_one_line_error(
+            &out,
+            1,
+            &[
+                path.to_str().unwrap(),
+                "does not implement",
+                "wasmloop:handler/callbacks",
+            ],
+        );
+    });
+}
+
+#[test]
+fn a_component_importing_an_interface_the_host_lacks_names_the_import() {
+    bounded(Duration::from_secs(90), || {
+        // The import needs something from the interface: an import of an
+        // empty instance is satisfied by nothing at all.
+        let wasm = wat::parse_str(
+            r#"(component
+                (import "wasi:sockets/tcp@0.2.0" (instance (export "start-bind" (func)))))"#,
+        )
+        .expect("a component importing wasi:sockets/tcp");
+        let path = scratch_file("imports-sockets.wasm", &wasm);
+        let out = run_module(&path);
+        assert_one_line_error(&out, 1, &[path.to_str().unwrap(), "wasi:sockets/tcp@0.2.0"]);
+    });
+}
+
+#[test]
+fn an_address_in_use_is_named() {
+    bounded(Duration::from_secs(90), || {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap().to_string();
+        let echo = guest("echo");
+        let out = host(&["run", echo.to_str().unwrap(), "--listen", &addr]);
+        assert_one_line_error(&out, 1, &[&addr, "in use"]);
+    });
+}
+
+#[test]
+fn a_guest_that_refuses_to_start_is_reported() {
+    bounded(Duration::from_secs(90), || {
+        let ticker = guest("ticker");
+        let out = host(&[
+            "run",
+            ticker.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--guest-config",
+            "soon",
+        ]);
+        // The guest's own message, naming the bad value.
+        assert_one_line_error(&out, 1, &["ticker", "bad interval", "soon"]);
+    });
+}
+
+#[test]
+fn a_bad_listen_address_is_an_argument_error() {
+    bounded(Duration::from_secs(60), || {
+        let out = host(&["run", "guest.wasm", "--listen", "nonsense"]);
+        assert_one_line_error(&out, 2, &["nonsense", "--listen"]);
+    });
+}
+
+#[test]
+fn an_unknown_flag_is_an_argument_error() {
+    bounded(Duration::from_secs(60), || {
+        let out = host(&[
+            "run",
+            "guest.wasm",
+            "--listen",
+            "127.0.0.1:0",
+            "--frobnicate",
+        ]);
+        assert_one_line_error(&out, 2, &["--frobnicate"]);
+    });
+}
+
+#[test]
+fn a_missing_listen_flag_is_an_argument_error() {
+    bounded(Duration::from_secs(60), || {
+        let out = host(&["run", "guest.wasm"]);
+        assert_one_line_error(&out, 2, &["--listen"]);
+    });
+}
+
+#[test]
+fn no_command_at_all_is_an_argument_error_that_says_what_is_missing() {
+    bounded(Duration::from_secs(60), || {
+        let out = host(&[]);
+        let line = assert_one_line_error(&out, 2, &[]);
+        assert!(
+            line.contains("subcommand") || line.contains("Usage"),
+            "{line:?} does not say that a command is missing"
+        );
+    });
+}
+
+#[test]
+fn help_lists_the_run_command_and_exits_0() {
+    bounded(Duration::from_secs(60), || {
+        let out = host(&["--help"]);
+        assert!(
+            out.status.success(),
+            "host --help: {}",
+            describe(out.status)
+        );
+        assert!(out.stdout.contains("run"), "help:\n{}", out.stdout);
+        assert!(out.stderr.is_empty(), "stderr: {}", out.stderr);
+    });
+}
+
+#[test]
+fn run_help_documents_the_options_and_exits_0() {
+    bounded(Duration::from_secs(60), || {
+        let out = host(&["run", "--help"]);
+        assert!(
+            out.status.success(),
+            "host run --help: {}",
+            describe(out.status)
+        );
+        for option in [
+            "--listen",
+            "--guest-config",
+            "--max-output",
+            "--callback-deadline-ms",
+            "--shutdown-timeout-ms",
+        ] {
+            assert!(
+                out.stdout.contains(option),
+                "`host run --help` does not mention {option}:\n{}",
+                out.stdout
+            );
+        }
+        assert!(out.stderr.is_empty(), "stderr: {}", out.stderr);
+    });
+}

@@ -1,0 +1,274 @@
+//! The host process over its life: graceful shutdown on SIGTERM/SIGINT,
+//! sleeping when idle, surviving descriptor exhaustion, and giving back
+//! every descriptor it took.
+
+mod support;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use support::{Host, Signal, Writer, assert_same_bytes, bounded, describe, random_bytes};
+
+const MIB: usize = 1 << 20;
+
+/// Polls `condition` every 10 ms until it holds or `limit` passes; returns
+/// whether it held.
+fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn sigterm_sends_all_buffered_output_then_closes_and_exits_0() {
+    bounded(Duration::from_secs(120), || {
+        // The output buffer holds the whole payload, so the echo takes every
+        // byte at once; a long shutdown timeout, so a slow machine still
+        // drains.
+        let mut host = Host::command("echo")
+            .args(["--max-output", &(4 * MIB).to_string()])
+            .args(["--shutdown-timeout-ms", "20000"])
+            .spawn();
+        let mut client = host.connect();
+        let data = Arc::new(random_bytes(2 * MIB, 0x5eed_1001));
+        let writer = Writer::start(&client, data.clone(), false);
+        writer.wait_until_stalled(Duration::from_millis(500), Duration::from_secs(60));
+        assert!(
+            writer.is_finished(),
+            "the host stopped taking bytes after {} of {}",
+            writer.written(),
+            data.len()
+        );
+        writer.join();
+
+        // The guest only echoes what the host has read, and after SIGTERM
+        // the host reads no more: wait until every byte left our socket and
+        // the host's receive queue is empty.
+        let ours = client.local_addr().unwrap().port();
+        let theirs = host.addr().port();
+        let all_read = eventually(Duration::from_secs(30), || {
+            support::tcp_queues(ours, theirs).is_some_and(|(unacked, _)| unacked == 0)
+                && support::tcp_queues(theirs, ours).is_some_and(|(_, unread)| unread == 0)
+        });
+        assert!(
+            all_read,
+            "the host did not read all the bytes: client (tx, rx) {:?}, host (tx, rx) {:?}",
+            support::tcp_queues(ours, theirs),
+            support::tcp_queues(theirs, ours)
+        );
+
+        host.signal(Signal::TERM);
+        let mut back = Vec::new();
+        client
+            .read_to_end(&mut back)
+            .expect("reading the echo until end-of-stream");
+        assert_same_bytes(&back, &data, "bytes echoed before the shutdown close");
+        // Exits once drained, without waiting for the 20 s timeout.
+        let status = host.wait_exit(Duration::from_secs(10));
+        assert!(status.success(), "host ended with {}", describe(status));
+        host.wait_for_log("shutting down", Duration::ZERO);
+        host.assert_no_errors();
+    });
+}
+
+#[test]
+fn sigterm_with_no_connections_exits_0_promptly() {
+    bounded(Duration::from_secs(60), || {
+        let mut host = Host::start("echo");
+        let sent = Instant::now();
+        host.signal(Signal::TERM);
+        let status = host.wait_exit(Duration::from_secs(10));
+        let took = sent.elapsed();
+        assert!(status.success(), "host ended with {}", describe(status));
+        assert!(
+            took < Duration::from_secs(3),
+            "exit took {took:?}: an idle host need not wait for the shutdown timeout"
+        );
+    });
+}
+
+#[test]
+fn sigint_with_no_connections_exits_0_promptly() {
+    bounded(Duration::from_secs(60), || {
+        let mut host = Host::start("echo");
+        let sent = Instant::now();
+        host.signal(Signal::INT);
+        let status = host.wait_exit(Duration::from_secs(10));
+        let took = sent.elapsed();
+        assert!(status.success(), "host ended with {}", describe(status));
+        assert!(took < Duration::from_secs(3), "exit took {took:?}");
+    });
+}
+
+#[test]
+fn an_idle_host_with_open_connections_sleeps() {
+    const WINDOW: Duration = Duration::from_secs(3);
+    bounded(Duration::from_secs(60), || {
+        let mut host = Host::start("echo");
+        // Ten connections, each used once, then left open and quiet.
+        let clients: Vec<TcpStream> = (0..10)
+            .map(|i| {
+                let mut client = host.connect();
+                client.write_all(&[i]).unwrap();
+                let mut byte = [0u8];
+                client.read_exact(&mut byte).unwrap();
+                assert_eq!(byte, [i]);
+                client
+            })
+            .collect();
+        let before = host.threads();
+        thread::sleep(WINDOW); // the measurement window, not a readiness wait
+        let after = host.threads();
+        let delta = after.since(&before);
+        eprintln!(
+            "idle for {WINDOW:?}: {:.3} ms on CPU, {} wakeups\n{}",
+            delta.run_ns as f64 / 1e6,
+            delta.switches,
+            delta.detail
+        );
+        assert!(
+            delta.run_ns < 10_000_000,
+            "an idle host used {:.3} ms of CPU in {WINDOW:?}:\n{}",
+            delta.run_ns as f64 / 1e6,
+            delta.detail
+        );
+        assert!(
+            delta.switches <= 5,
+            "an idle host woke up {} times in {WINDOW:?}:\n{}",
+            delta.switches,
+            delta.detail
+        );
+        host.assert_running();
+        drop(clients);
+    });
+}
+
+/// The descriptor limit for the EMFILE tests, and how many clients to
+/// open: enough that the host runs out.
+const FD_LIMIT: u32 = 64;
+const FLOOD: usize = 100;
+
+/// A host limited to [`FD_LIMIT`] descriptors, and [`FLOOD`] connected
+/// clients, once the host has logged that it ran out.
+fn flooded_host() -> (Host, usize, Vec<TcpStream>) {
+    let host = Host::command("echo").fd_limit(FD_LIMIT).spawn();
+    let baseline_fds = host.fd_count();
+    // The kernel completes these handshakes whether or not the host can
+    // accept them.
+    let clients: Vec<TcpStream> = (0..FLOOD).map(|_| host.connect()).collect();
+    host.wait_for_log("accept failed", Duration::from_secs(30));
+    (host, baseline_fds, clients)
+}
+
+#[test]
+fn running_out_of_descriptors_neither_spins_nor_stops_the_loop() {
+    bounded(Duration::from_secs(120), || {
+        let (mut host, baseline_fds, clients) = flooded_host();
+
+        let before = host.threads();
+        thread::sleep(Duration::from_secs(1)); // the measurement window
+        let delta = host.threads().since(&before);
+        assert!(
+            delta.run_ns < 300_000_000,
+            "out of descriptors, the host used {:.1} ms of CPU in 1 s:\n{}",
+            delta.run_ns as f64 / 1e6,
+            delta.detail
+        );
+        host.assert_running();
+
+        // Once the clients leave and descriptors free up, a new client is
+        // served.
+        drop(clients);
+        assert!(
+            eventually(Duration::from_secs(10), || host.fd_count() <= baseline_fds),
+            "the host kept {} descriptors after all clients left ({baseline_fds} at start)",
+            host.fd_count()
+        );
+        let mut client = host.connect();
+        client.write_all(b"ping").unwrap();
+        let mut back = [0u8; 4];
+        client.read_exact(&mut back).expect("echo after recovery");
+        assert_eq!(&back, b"ping");
+        host.assert_running();
+        host.assert_no_errors();
+    });
+}
+
+#[test]
+fn out_of_descriptors_every_waiting_client_is_served_or_closed_promptly() {
+    bounded(Duration::from_secs(120), || {
+        let (host, _, mut clients) = flooded_host();
+        // The host promises (server/listener.rs) to accept and close what it
+        // cannot serve, so a client gets a prompt close instead of hanging.
+        for client in &mut clients {
+            let _ = client.write_all(b"?");
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (mut served, mut closed, mut hanging) = (0, 0, Vec::new());
+        for (i, client) in clients.iter_mut().enumerate() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            client
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
+            let mut byte = [0u8];
+            match client.read(&mut byte) {
+                Ok(1) => served += 1,
+                Ok(_) => closed += 1,
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => closed += 1,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    hanging.push(i)
+                }
+                Err(e) => panic!("client {i}: {e}"),
+            }
+        }
+        assert!(served > 0, "no client was served");
+        // For a listening socket the receive queue is the accept backlog.
+        let backlog = support::tcp_queues(host.addr().port(), 0).map(|(_, queued)| queued);
+        assert!(
+            hanging.is_empty(),
+            "{} of {FLOOD} clients got neither an echo nor a close within 5 s \
+             ({served} served, {closed} closed): clients {hanging:?}; the host's listen \
+             queue still holds {backlog:?} connections it has not accepted",
+            hanging.len()
+        );
+        host.assert_no_errors();
+    });
+}
+
+#[test]
+fn ten_thousand_connections_leave_no_descriptor_behind() {
+    const CYCLES: usize = 10_000;
+    bounded(Duration::from_secs(90), || {
+        let host = Host::start("echo");
+        let baseline = host.fd_count();
+        let start = Instant::now();
+        for i in 0..CYCLES {
+            let mut client = host.connect();
+            let byte = [i as u8];
+            client.write_all(&byte).unwrap();
+            let mut back = [0u8];
+            client
+                .read_exact(&mut back)
+                .unwrap_or_else(|e| panic!("cycle {i}: {e}"));
+            assert_eq!(back, byte, "cycle {i}");
+        }
+        eprintln!("{CYCLES} cycles in {:?}", start.elapsed());
+        let settled = eventually(Duration::from_secs(10), || host.fd_count() == baseline);
+        assert!(
+            settled,
+            "after {CYCLES} connections closed the host has {} descriptors, {baseline} before",
+            host.fd_count()
+        );
+        host.assert_no_errors();
+    });
+}
