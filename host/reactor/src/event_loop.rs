@@ -67,8 +67,7 @@ impl Reactor {
 
     /// Fires every `interval`, first `interval` after this call.
     pub fn set_interval(&mut self, interval: Duration, token: Token) -> TimerId {
-        self.timers
-            .insert(Instant::now() + interval, Some(interval), token)
+        self.timers.insert(Instant::now() + interval, Some(interval), token)
     }
 
     /// Returns false if the timer was not live (fired or cancelled).
@@ -131,9 +130,7 @@ impl<H: Handler> EventLoop<H> {
     }
 
     pub fn handle(&self) -> LoopHandle<H> {
-        LoopHandle {
-            shared: self.shared.clone(),
-        }
+        LoopHandle { shared: self.shared.clone() }
     }
 
     pub fn reactor(&mut self) -> &mut Reactor {
@@ -168,14 +165,7 @@ impl<H: Handler> EventLoop<H> {
         // 4. Posted closures. Clear the flag before taking the queue: a post
         //    racing with us then either lands in this batch or wakes us again.
         if self.shared.woken.swap(false, Ordering::AcqRel) {
-            mem::swap(
-                &mut *self
-                    .shared
-                    .jobs
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner),
-                &mut self.jobs,
-            );
+            mem::swap(&mut *self.shared.jobs.lock().unwrap_or_else(PoisonError::into_inner), &mut self.jobs);
             for job in self.jobs.drain(..) {
                 job(handler, &mut self.reactor);
             }
@@ -198,10 +188,7 @@ impl<H: Handler> EventLoop<H> {
     /// `None` for "until an event", otherwise until the earliest timer,
     /// rounded up to a whole millisecond. For embedding in a foreign loop.
     pub fn next_timeout(&mut self) -> Option<Duration> {
-        if self.reactor.stopping
-            || self.reactor.deferred
-            || self.shared.woken.load(Ordering::Acquire)
-        {
+        if self.reactor.stopping || self.reactor.deferred || self.shared.woken.load(Ordering::Acquire) {
             return Some(Duration::ZERO);
         }
         let deadline = self.reactor.timers.next_deadline()?;
@@ -221,10 +208,6 @@ impl<H> Drop for EventLoop<H> {
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::Release);
         // Closures still queued are dropped here, on the loop thread.
-        self.shared
-            .jobs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        self.shared.jobs.lock().unwrap_or_else(PoisonError::into_inner).clear();
     }
 }

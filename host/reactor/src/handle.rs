@@ -28,9 +28,7 @@ pub struct LoopHandle<H> {
 
 impl<H> Clone for LoopHandle<H> {
     fn clone(&self) -> Self {
-        LoopHandle {
-            shared: self.shared.clone(),
-        }
+        LoopHandle { shared: self.shared.clone() }
     }
 }
 
@@ -59,20 +57,13 @@ impl<H> LoopHandle<H> {
 
     /// Runs `job` on the loop thread during the loop's "posted closures"
     /// phase, after the closures posted before it. Fails if the loop is gone.
-    pub fn post(
-        &self,
-        job: impl FnOnce(&mut H, &mut Reactor) + Send + 'static,
-    ) -> Result<(), LoopClosed> {
+    pub fn post(&self, job: impl FnOnce(&mut H, &mut Reactor) + Send + 'static) -> Result<(), LoopClosed> {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(LoopClosed);
         }
         // A panic elsewhere while holding the lock cannot leave the Vec in a
         // broken state, so a poisoned lock is still usable.
-        self.shared
-            .jobs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(Box::new(job));
+        self.shared.jobs.lock().unwrap_or_else(PoisonError::into_inner).push(Box::new(job));
         self.wake();
         Ok(())
     }

@@ -50,12 +50,7 @@ mod timer;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 #[path = "sys/epoll.rs"]
 mod sys;
-#[cfg(any(
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "freebsd",
-    target_os = "dragonfly"
-))]
+#[cfg(any(target_os = "macos", target_os = "ios", target_os = "freebsd", target_os = "dragonfly"))]
 #[path = "sys/kqueue.rs"]
 mod sys;
 
@@ -77,18 +72,9 @@ pub struct Interest {
 }
 
 impl Interest {
-    pub const READABLE: Interest = Interest {
-        readable: true,
-        writable: false,
-    };
-    pub const WRITABLE: Interest = Interest {
-        readable: false,
-        writable: true,
-    };
-    pub const BOTH: Interest = Interest {
-        readable: true,
-        writable: true,
-    };
+    pub const READABLE: Interest = Interest { readable: true, writable: false };
+    pub const WRITABLE: Interest = Interest { readable: false, writable: true };
+    pub const BOTH: Interest = Interest { readable: true, writable: true };
 }
 
 /// A readiness event. `readable` means "a read will not block" (it may

@@ -92,19 +92,9 @@ impl TimerHeap {
     }
 
     /// Sets a timer due at `deadline`, then every `interval` if given.
-    pub fn insert(
-        &mut self,
-        deadline: Instant,
-        interval: Option<Duration>,
-        token: Token,
-    ) -> TimerId {
+    pub fn insert(&mut self, deadline: Instant, interval: Option<Duration>, token: Token) -> TimerId {
         let seq = self.bump_seq();
-        let key = self.timers.insert(Timer {
-            deadline,
-            seq,
-            interval,
-            token,
-        });
+        let key = self.timers.insert(Timer { deadline, seq, interval, token });
         self.heap.push(Reverse(HeapEntry { deadline, seq, key }));
         TimerId(key)
     }
@@ -114,8 +104,7 @@ impl TimerHeap {
         let removed = self.timers.remove(id.0).is_some();
         if removed && self.heap.len() > 64 && self.heap.len() > 2 * self.timers.len() {
             let timers = &self.timers;
-            self.heap
-                .retain(|Reverse(e)| timers.get(e.key).is_some_and(|t| t.seq == e.seq));
+            self.heap.retain(|Reverse(e)| timers.get(e.key).is_some_and(|t| t.seq == e.seq));
         }
         removed
     }
@@ -155,10 +144,7 @@ impl TimerHeap {
         }
         let Reverse(entry) = self.heap.pop()?;
         let timer = &self.timers[entry.key];
-        let expired = Expired {
-            id: TimerId(entry.key),
-            token: timer.token,
-        };
+        let expired = Expired { id: TimerId(entry.key), token: timer.token };
         match timer.interval {
             None => {
                 self.timers.remove(entry.key);
@@ -174,11 +160,7 @@ impl TimerHeap {
                 let timer = &mut self.timers[entry.key];
                 timer.deadline = next;
                 timer.seq = seq;
-                self.heap.push(Reverse(HeapEntry {
-                    deadline: next,
-                    seq,
-                    key: entry.key,
-                }));
+                self.heap.push(Reverse(HeapEntry { deadline: next, seq, key: entry.key }));
             }
         }
         Some(expired)
@@ -212,9 +194,7 @@ mod tests {
 
     fn drain(heap: &mut TimerHeap, now: Instant) -> Vec<u64> {
         let barrier = heap.barrier();
-        std::iter::from_fn(|| heap.pop_due(now, barrier))
-            .map(|e| e.token.0)
-            .collect()
+        std::iter::from_fn(|| heap.pop_due(now, barrier)).map(|e| e.token.0).collect()
     }
 
     #[test]
@@ -235,10 +215,7 @@ mod tests {
         let t0 = Instant::now();
         let mut heap = TimerHeap::new();
         heap.insert(t0 + ms(10), None, Token(1));
-        assert_eq!(
-            drain(&mut heap, t0 + ms(10) - Duration::from_nanos(1)),
-            Vec::<u64>::new()
-        );
+        assert_eq!(drain(&mut heap, t0 + ms(10) - Duration::from_nanos(1)), Vec::<u64>::new());
         assert_eq!(heap.next_deadline(), Some(t0 + ms(10)));
         assert_eq!(drain(&mut heap, t0 + ms(10)), vec![1]);
     }
@@ -266,11 +243,7 @@ mod tests {
             heap.cancel(id);
         }
         assert_eq!(heap.len(), 1);
-        assert!(
-            heap.heap.len() <= 65,
-            "heap holds {} entries for 1 timer",
-            heap.heap.len()
-        );
+        assert!(heap.heap.len() <= 65, "heap holds {} entries for 1 timer", heap.heap.len());
         assert!(heap.contains(keep));
     }
 
@@ -280,17 +253,9 @@ mod tests {
         let mut heap = TimerHeap::new();
         heap.insert(t0 + ms(10), Some(ms(10)), Token(7));
         assert_eq!(drain(&mut heap, t0 + ms(12)), vec![7]);
-        assert_eq!(
-            heap.next_deadline(),
-            Some(t0 + ms(20)),
-            "late firing does not shift the phase"
-        );
+        assert_eq!(heap.next_deadline(), Some(t0 + ms(20)), "late firing does not shift the phase");
         // The loop stalls past the 20, 30 and 40 ms ticks.
-        assert_eq!(
-            drain(&mut heap, t0 + ms(45)),
-            vec![7],
-            "missed ticks are skipped, not burst"
-        );
+        assert_eq!(drain(&mut heap, t0 + ms(45)), vec![7], "missed ticks are skipped, not burst");
         assert_eq!(heap.next_deadline(), Some(t0 + ms(50)));
     }
 

@@ -28,29 +28,23 @@ pub struct Events {
 
 impl Events {
     pub fn with_capacity(capacity: usize) -> Events {
-        Events {
-            list: Vec::with_capacity(capacity.max(1)),
-        }
+        Events { list: Vec::with_capacity(capacity.max(1)) }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = Event> + '_ {
-        self.list
-            .iter()
-            .filter(|e| e.data.u64() != NOTIFY)
-            .map(|e| {
-                let flags = e.flags;
-                // Hang-up and error are reported as both: the next read or write
-                // returns the actual condition, which is the only reliable way to
-                // learn it (EPOLLHUP alone does not say whether data is pending).
-                let failed = flags.intersects(epoll::EventFlags::HUP | epoll::EventFlags::ERR);
-                Event {
-                    token: Token(e.data.u64()),
-                    readable: failed
-                        || flags.intersects(epoll::EventFlags::IN | epoll::EventFlags::RDHUP),
-                    writable: failed || flags.contains(epoll::EventFlags::OUT),
-                    closed: failed || flags.contains(epoll::EventFlags::RDHUP),
-                }
-            })
+        self.list.iter().filter(|e| e.data.u64() != NOTIFY).map(|e| {
+            let flags = e.flags;
+            // Hang-up and error are reported as both: the next read or write
+            // returns the actual condition, which is the only reliable way to
+            // learn it (EPOLLHUP alone does not say whether data is pending).
+            let failed = flags.intersects(epoll::EventFlags::HUP | epoll::EventFlags::ERR);
+            Event {
+                token: Token(e.data.u64()),
+                readable: failed || flags.intersects(epoll::EventFlags::IN | epoll::EventFlags::RDHUP),
+                writable: failed || flags.contains(epoll::EventFlags::OUT),
+                closed: failed || flags.contains(epoll::EventFlags::RDHUP),
+            }
+        })
     }
 }
 
@@ -58,32 +52,17 @@ impl Poller {
     pub fn new() -> io::Result<Poller> {
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         let notify = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
-        epoll::add(
-            &epoll,
-            &notify,
-            epoll::EventData::new_u64(NOTIFY),
-            epoll::EventFlags::IN | epoll::EventFlags::ET,
-        )?;
+        epoll::add(&epoll, &notify, epoll::EventData::new_u64(NOTIFY), epoll::EventFlags::IN | epoll::EventFlags::ET)?;
         Ok(Poller { epoll, notify })
     }
 
     pub fn add(&self, fd: BorrowedFd<'_>, token: Token, interest: Interest) -> io::Result<()> {
-        epoll::add(
-            &self.epoll,
-            fd,
-            epoll::EventData::new_u64(token.0),
-            flags(interest),
-        )?;
+        epoll::add(&self.epoll, fd, epoll::EventData::new_u64(token.0), flags(interest))?;
         Ok(())
     }
 
     pub fn modify(&self, fd: BorrowedFd<'_>, token: Token, interest: Interest) -> io::Result<()> {
-        epoll::modify(
-            &self.epoll,
-            fd,
-            epoll::EventData::new_u64(token.0),
-            flags(interest),
-        )?;
+        epoll::modify(&self.epoll, fd, epoll::EventData::new_u64(token.0), flags(interest))?;
         Ok(())
     }
 
@@ -100,11 +79,7 @@ impl Poller {
             tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
             tv_nsec: i64::from(t.subsec_nanos()),
         });
-        match epoll::wait(
-            &self.epoll,
-            spare_capacity(&mut events.list),
-            timeout.as_ref(),
-        ) {
+        match epoll::wait(&self.epoll, spare_capacity(&mut events.list), timeout.as_ref()) {
             Ok(_) => {}
             Err(rustix::io::Errno::INTR) => return Ok(()),
             Err(e) => return Err(e.into()),

@@ -28,9 +28,7 @@ pub struct Events {
 
 impl Events {
     pub fn with_capacity(capacity: usize) -> Events {
-        Events {
-            list: Vec::with_capacity(capacity.max(1)),
-        }
+        Events { list: Vec::with_capacity(capacity.max(1)) }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = Event> + '_ {
@@ -41,18 +39,13 @@ impl Events {
             if token == NOTIFY {
                 return None;
             }
+            // EV_EOF on the read filter: the peer closed its side (the FIN
+            // is queued behind any data); EV_ERROR: the socket failed.
             let failed = e.flags().intersects(EventFlags::EOF | EventFlags::ERROR);
+            let token = Token(token);
             match e.filter() {
-                EventFilter::Read(_) => Some(Event {
-                    token: Token(token),
-                    readable: true,
-                    writable: failed,
-                }),
-                EventFilter::Write(_) => Some(Event {
-                    token: Token(token),
-                    readable: failed,
-                    writable: true,
-                }),
+                EventFilter::Read(_) => Some(Event { token, readable: true, writable: failed, closed: failed }),
+                EventFilter::Write(_) => Some(Event { token, readable: failed, writable: true, closed: failed }),
                 _ => None,
             }
         })
@@ -63,9 +56,7 @@ impl Poller {
     pub fn new() -> io::Result<Poller> {
         // kqueue descriptors are not inherited across fork and rustix opens
         // them close-on-exec where the platform allows.
-        let poller = Poller {
-            kqueue: kqueue::kqueue()?,
-        };
+        let poller = Poller { kqueue: kqueue::kqueue()? };
         let wake = kqueue::Event::new(
             EventFilter::User {
                 ident: NOTIFY as usize as _,
@@ -102,8 +93,7 @@ impl Poller {
         events.list.clear();
         // SAFETY: the change list is empty, so no descriptor is handed to the
         // kernel here; registered descriptors are deleted before they close.
-        let result =
-            unsafe { kqueue::kevent(&self.kqueue, &[], spare_capacity(&mut events.list), timeout) };
+        let result = unsafe { kqueue::kevent(&self.kqueue, &[], spare_capacity(&mut events.list), timeout) };
         match result {
             Ok(_) | Err(rustix::io::Errno::INTR) => Ok(()),
             Err(e) => Err(e.into()),
@@ -155,14 +145,8 @@ impl Poller {
         // SAFETY: every descriptor in `changes` is borrowed from a live
         // `BorrowedFd` for this call, and the owner deletes its registration
         // before closing it (the reactor's documented contract).
-        let (receipts, _) = unsafe {
-            kqueue::kevent(
-                &self.kqueue,
-                changes,
-                &mut receipts[..changes.len()],
-                Some(Duration::ZERO),
-            )?
-        };
+        let (receipts, _) =
+            unsafe { kqueue::kevent(&self.kqueue, changes, &mut receipts[..changes.len()], Some(Duration::ZERO))? };
         for receipt in receipts.iter() {
             let errno = receipt.data();
             if receipt.flags().contains(EventFlags::ERROR) && errno != 0 {
