@@ -17,7 +17,8 @@ use std::thread;
 use std::time::Duration;
 
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
-use wasmloop::runtime::{Runtime, RuntimeConfig};
+use wasmloop::config::FaultPolicy;
+use wasmloop::runtime::{GuestLimits, Runtime};
 use wasmloop::server::{GuestSpec, Server, ServerConfig, bind};
 use wasmloop_reactor::EventLoop;
 
@@ -40,7 +41,7 @@ fn echoing_allocates_nothing_per_message_in_steady_state() {
     let (addr_tx, addr_rx) = mpsc::channel();
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let server_thread = thread::spawn(move || {
-        let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
+        let runtime = Runtime::new().unwrap();
         let module = runtime.load(&echo).unwrap();
         let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
         addr_tx.send(listener.local_addr().unwrap()).unwrap();
@@ -51,24 +52,21 @@ fn echoing_allocates_nothing_per_message_in_steady_state() {
             module,
             listeners: vec![listener],
             config: String::new(),
+            limits: GuestLimits::default(),
+            grants: Default::default(),
+            on_fault: FaultPolicy::Stop,
         };
         server.add_guest(event_loop.reactor(), spec).unwrap();
         wasmloop::runtime::on_loop_thread(|| {
             while done_rx.try_recv().is_err() {
-                event_loop
-                    .run_once(&mut server, Some(Duration::from_millis(50)))
-                    .unwrap();
+                event_loop.run_once(&mut server, Some(Duration::from_millis(50))).unwrap();
             }
         })
         .unwrap();
     });
-    let addr = addr_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("server did not start");
+    let addr = addr_rx.recv_timeout(Duration::from_secs(60)).expect("server did not start");
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     stream.set_nodelay(true).unwrap();
 
     round_trips(&mut stream, 2_000);
@@ -82,8 +80,5 @@ fn echoing_allocates_nothing_per_message_in_steady_state() {
     server_thread.join().unwrap();
     // A handful may come from the loop's own bookkeeping growing once; one
     // per message would be 10,000.
-    assert!(
-        during < 10,
-        "{during} heap allocations for 10,000 echoed messages"
-    );
+    assert!(during < 10, "{during} heap allocations for 10,000 echoed messages");
 }

@@ -28,10 +28,7 @@ fn join(host: &Host, n: usize) -> Vec<LineReader> {
     let mut heard = vec![false; others.len()];
     let mut round = 0;
     while !heard.iter().all(|&h| h) {
-        assert!(
-            Instant::now() < deadline,
-            "the chat clients did not all hear each other within 30 s: {heard:?}"
-        );
+        assert!(Instant::now() < deadline, "the chat clients did not all hear each other within 30 s: {heard:?}");
         announcer.send(&format!("{SYNC}{round}"));
         round += 1;
         let round_end = Instant::now() + Duration::from_millis(200);
@@ -82,9 +79,7 @@ fn each_line_reaches_every_other_client_but_not_its_sender() {
 fn a_slow_reader_does_not_stall_the_others_and_later_gets_every_line_in_order() {
     const EXCHANGES: usize = 2000;
     bounded(Duration::from_secs(120), || {
-        let host = Host::command("chat")
-            .args(["--max-output", &(4 << 20).to_string()])
-            .spawn();
+        let host = Host::command("chat").args(["--max-output", &(4 << 20).to_string()]).spawn();
         let mut clients = join(&host, 3);
         let mut slow = clients.remove(0);
         let (mut a, mut b) = (clients.remove(0), clients.remove(0));
@@ -105,14 +100,8 @@ fn a_slow_reader_does_not_stall_the_others_and_later_gets_every_line_in_order() 
             slowest = slowest.max(sent.elapsed());
         }
         let took = start.elapsed();
-        assert!(
-            slowest < Duration::from_secs(2),
-            "an A-B round trip took {slowest:?} while S was not reading"
-        );
-        assert!(
-            took < Duration::from_secs(60),
-            "{EXCHANGES} A-B round trips took {took:?} while S was not reading"
-        );
+        assert!(slowest < Duration::from_secs(2), "an A-B round trip took {slowest:?} while S was not reading");
+        assert!(took < Duration::from_secs(60), "{EXCHANGES} A-B round trips took {took:?} while S was not reading");
         eprintln!("{EXCHANGES} round trips in {took:?}, slowest {slowest:?}");
 
         // Now S reads: everything, in order, nothing missing.
@@ -120,11 +109,7 @@ fn a_slow_reader_does_not_stall_the_others_and_later_gets_every_line_in_order() 
             assert_eq!(slow.line(), line("a", i), "line {} for S", 2 * i);
             assert_eq!(slow.line(), line("b", i), "line {} for S", 2 * i + 1);
         }
-        assert!(
-            !host.logs().contains("cannot keep up"),
-            "a client was dropped; log:\n{}",
-            host.logs()
-        );
+        assert!(!host.logs().contains("cannot keep up"), "a client was dropped; log:\n{}", host.logs());
         host.assert_no_errors();
     });
 }
@@ -132,9 +117,7 @@ fn a_slow_reader_does_not_stall_the_others_and_later_gets_every_line_in_order() 
 #[test]
 fn a_reader_that_falls_behind_by_more_than_the_buffer_is_disconnected_and_the_rest_go_on() {
     bounded(Duration::from_secs(120), || {
-        let mut host = Host::command("chat")
-            .args(["--max-output", "65536"])
-            .spawn();
+        let mut host = Host::command("chat").args(["--max-output", "65536"]).spawn();
         let mut clients = join(&host, 3);
         let slow = clients.remove(0);
         let (mut a, mut b) = (clients.remove(0), clients.remove(0));
@@ -174,24 +157,10 @@ fn a_reader_that_falls_behind_by_more_than_the_buffer_is_disconnected_and_the_re
                 Err(e) => panic!("S's connection neither ended nor was reset: {e}"),
             }
         };
-        let expected: Vec<u8> = (0..sent)
-            .flat_map(|i| (line(i) + "\n").into_bytes())
-            .collect();
-        assert!(
-            received.len() < expected.len(),
-            "S received all {} bytes, yet was dropped",
-            received.len()
-        );
-        support::assert_same_bytes(
-            &received,
-            &expected[..received.len()],
-            "what S received before it was dropped",
-        );
-        eprintln!(
-            "S's connection ended ({ended}) after {} of {} bytes",
-            received.len(),
-            expected.len()
-        );
+        let expected: Vec<u8> = (0..sent).flat_map(|i| (line(i) + "\n").into_bytes()).collect();
+        assert!(received.len() < expected.len(), "S received all {} bytes, yet was dropped", received.len());
+        support::assert_same_bytes(&received, &expected[..received.len()], "what S received before it was dropped");
+        eprintln!("S's connection ended ({ended}) after {} of {} bytes", received.len(), expected.len());
         drop(slow);
         host.assert_running();
         host.assert_no_errors();

@@ -22,27 +22,13 @@ fn host(args: &[&str]) -> Output {
 /// containing every one of `words`; returns that line.
 fn assert_one_line_error(out: &Output, code: i32, words: &[&str]) -> String {
     let lines = out.stderr_lines();
-    assert_eq!(
-        lines.len(),
-        1,
-        "expected exactly one stderr line, got:\n{}",
-        out.stderr
-    );
+    assert_eq!(lines.len(), 1, "expected exactly one stderr line, got:\n{}", out.stderr);
     let line = lines[0];
     for word in words {
         assert!(line.contains(word), "{line:?} does not mention {word:?}");
     }
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "host ended with {}, stderr: {line}",
-        describe(out.status)
-    );
-    assert!(
-        out.stdout.is_empty(),
-        "nothing on stdout expected, got {:?}",
-        out.stdout
-    );
+    assert_eq!(out.status.code(), Some(code), "host ended with {}, stderr: {line}", describe(out.status));
+    assert!(out.stdout.is_empty(), "nothing on stdout expected, got {:?}", out.stdout);
     line.to_string()
 }
 
@@ -82,11 +68,7 @@ fn a_core_module_is_not_a_component() {
     bounded(Duration::from_secs(90), || {
         let path = scratch_file("core.wasm", b"\0asm\x01\0\0\0");
         let out = run_module(&path);
-        assert_one_line_error(
-            &out,
-            1,
-            &[path.to_str().unwrap(), "core WebAssembly module"],
-        );
+        assert_one_line_error(&out, 1, &[path.to_str().unwrap(), "core WebAssembly module"]);
     });
 }
 
@@ -96,15 +78,7 @@ fn a_component_without_the_callbacks_export_does_not_implement_the_world() {
         let wasm = wat::parse_str("(component)").expect("an empty component");
         let path = scratch_file("empty-component.wasm", &wasm);
         let out = run_module(&path);
-        assert_one_line_error(
-            &out,
-            1,
-            &[
-                path.to_str().unwrap(),
-                "does not implement",
-                "wasmloop:handler/callbacks",
-            ],
-        );
+        assert_one_line_error(&out, 1, &[path.to_str().unwrap(), "does not implement", "wasmloop:handler/callbacks"]);
     });
 }
 
@@ -139,14 +113,7 @@ fn an_address_in_use_is_named() {
 fn a_guest_that_refuses_to_start_is_reported() {
     bounded(Duration::from_secs(90), || {
         let ticker = guest("ticker");
-        let out = host(&[
-            "run",
-            ticker.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--guest-config",
-            "soon",
-        ]);
+        let out = host(&["run", ticker.to_str().unwrap(), "--listen", "127.0.0.1:0", "--guest-config", "soon"]);
         // The guest's own message, naming the bad value.
         assert_one_line_error(&out, 1, &["ticker", "bad interval", "soon"]);
     });
@@ -163,13 +130,7 @@ fn a_bad_listen_address_is_an_argument_error() {
 #[test]
 fn an_unknown_flag_is_an_argument_error() {
     bounded(Duration::from_secs(60), || {
-        let out = host(&[
-            "run",
-            "guest.wasm",
-            "--listen",
-            "127.0.0.1:0",
-            "--frobnicate",
-        ]);
+        let out = host(&["run", "guest.wasm", "--listen", "127.0.0.1:0", "--frobnicate"]);
         assert_one_line_error(&out, 2, &["--frobnicate"]);
     });
 }
@@ -198,11 +159,7 @@ fn no_command_at_all_is_an_argument_error_that_says_what_is_missing() {
 fn help_lists_the_run_command_and_exits_0() {
     bounded(Duration::from_secs(60), || {
         let out = host(&["--help"]);
-        assert!(
-            out.status.success(),
-            "host --help: {}",
-            describe(out.status)
-        );
+        assert!(out.status.success(), "host --help: {}", describe(out.status));
         assert!(out.stdout.contains("run"), "help:\n{}", out.stdout);
         assert!(out.stderr.is_empty(), "stderr: {}", out.stderr);
     });
@@ -212,23 +169,10 @@ fn help_lists_the_run_command_and_exits_0() {
 fn run_help_documents_the_options_and_exits_0() {
     bounded(Duration::from_secs(60), || {
         let out = host(&["run", "--help"]);
-        assert!(
-            out.status.success(),
-            "host run --help: {}",
-            describe(out.status)
-        );
-        for option in [
-            "--listen",
-            "--guest-config",
-            "--max-output",
-            "--callback-deadline-ms",
-            "--shutdown-timeout-ms",
-        ] {
-            assert!(
-                out.stdout.contains(option),
-                "`host run --help` does not mention {option}:\n{}",
-                out.stdout
-            );
+        assert!(out.status.success(), "host run --help: {}", describe(out.status));
+        for option in ["--listen", "--guest-config", "--max-output", "--callback-deadline-ms", "--shutdown-timeout-ms"]
+        {
+            assert!(out.stdout.contains(option), "`host run --help` does not mention {option}:\n{}", out.stdout);
         }
         assert!(out.stderr.is_empty(), "stderr: {}", out.stderr);
     });

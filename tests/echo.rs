@@ -19,13 +19,8 @@ fn each_message_comes_back_byte_for_byte() {
     bounded(Duration::from_secs(90), || {
         let host = Host::start("echo");
         let mut client = host.connect();
-        let messages: [&[u8]; 5] = [
-            b"hello\n",
-            b"x",
-            b"no newline at the end",
-            &[0, 1, 2, 0xfe, 0xff, b'\r', b'\n', 0],
-            &[b'z'; 4000],
-        ];
+        let messages: [&[u8]; 5] =
+            [b"hello\n", b"x", b"no newline at the end", &[0, 1, 2, 0xfe, 0xff, b'\r', b'\n', 0], &[b'z'; 4000]];
         for message in messages {
             client.write_all(message).unwrap();
             let back = read_exactly(&mut client, message.len());
@@ -83,21 +78,15 @@ fn a_thousand_connections_open_at_once_each_get_their_own_bytes_back() {
                     barrier.wait();
                     let echoed = opened.and_then(|mut streams| {
                         let message = |i: usize| {
-                            format!(
-                                "connection {:04} of {CONNECTIONS} says hi\n",
-                                w * PER_WORKER + i
-                            )
-                            .into_bytes()
+                            format!("connection {:04} of {CONNECTIONS} says hi\n", w * PER_WORKER + i).into_bytes()
                         };
                         for (i, s) in streams.iter_mut().enumerate() {
-                            s.write_all(&message(i))
-                                .map_err(|e| format!("worker {w} connection {i}: write: {e}"))?;
+                            s.write_all(&message(i)).map_err(|e| format!("worker {w} connection {i}: write: {e}"))?;
                         }
                         for (i, s) in streams.iter_mut().enumerate() {
                             let want = message(i);
                             let mut got = vec![0; want.len()];
-                            s.read_exact(&mut got)
-                                .map_err(|e| format!("worker {w} connection {i}: read: {e}"))?;
+                            s.read_exact(&mut got).map_err(|e| format!("worker {w} connection {i}: read: {e}"))?;
                             if got != want {
                                 return Err(format!(
                                     "connection {} got {:?}, expected {:?}",
@@ -119,10 +108,8 @@ fn a_thousand_connections_open_at_once_each_get_their_own_bytes_back() {
         barrier.wait();
         let fds_with_all_open = host.fd_count();
         barrier.wait();
-        let errors: Vec<String> = workers
-            .into_iter()
-            .filter_map(|w| w.join().expect("worker panicked").err())
-            .collect();
+        let errors: Vec<String> =
+            workers.into_iter().filter_map(|w| w.join().expect("worker panicked").err()).collect();
         assert!(
             errors.is_empty(),
             "{} of {CONNECTIONS} connections failed, e.g.:\n{}",
@@ -143,9 +130,7 @@ fn after_the_peer_half_closes_everything_comes_back_then_end_of_stream() {
     bounded(Duration::from_secs(120), || {
         // A small output buffer, so the echo is still holding bytes back
         // (reading paused) when the client's FIN arrives.
-        let host = Host::command("echo")
-            .args(["--max-output", "65536"])
-            .spawn();
+        let host = Host::command("echo").args(["--max-output", "65536"]).spawn();
         let mut client = host.connect();
         let data = Arc::new(random_bytes(4 * MIB, 0x5eed_0002));
         let writer = Writer::start(&client, data.clone(), true);
@@ -191,9 +176,7 @@ fn connect_with_tiny_receive_buffer(host: &Host) -> TcpStream {
 #[test]
 fn a_half_close_that_arrives_while_the_echo_is_paused_still_ends_the_stream() {
     bounded(Duration::from_secs(90), || {
-        let host = Host::command("echo")
-            .args(["--max-output", "65536"])
-            .spawn();
+        let host = Host::command("echo").args(["--max-output", "65536"]).spawn();
         let mut client = connect_with_tiny_receive_buffer(&host);
         let ours = client.local_addr().unwrap().port();
         let theirs = host.addr().port();
@@ -221,12 +204,8 @@ fn a_half_close_that_arrives_while_the_echo_is_paused_still_ends_the_stream() {
             }
             None
         };
-        let written = paused_after(&mut client).unwrap_or_else(|| {
-            panic!(
-                "the echo never paused reading while {} bytes went unread",
-                data.len()
-            )
-        });
+        let written = paused_after(&mut client)
+            .unwrap_or_else(|| panic!("the echo never paused reading while {} bytes went unread", data.len()));
         let data = &data[..written];
         client.shutdown(Shutdown::Write).unwrap();
         // The FIN reaches the host's socket behind the unread bytes.
@@ -236,17 +215,12 @@ fn a_half_close_that_arrives_while_the_echo_is_paused_still_ends_the_stream() {
             if socket.is_some_and(|s| s.state == "CLOSE_WAIT" && s.recv_queue > 0) {
                 break;
             }
-            assert!(
-                Instant::now() < deadline,
-                "the FIN did not arrive behind unread bytes: host socket {socket:?}"
-            );
+            assert!(Instant::now() < deadline, "the FIN did not arrive behind unread bytes: host socket {socket:?}");
             thread::sleep(Duration::from_millis(10));
         }
         // Now read: the echo drains, resumes, reads the rest, sees the EOF
         // and closes, promptly.
-        client
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let back = support::read_to_eof(&mut client).unwrap_or_else(|(got, e)| {
             panic!(
                 "no end-of-stream: {e} after {} of {written} bytes back (a correct prefix: {}); \
@@ -292,19 +266,11 @@ fn a_peer_reset_with_data_in_flight_leaves_the_host_serving_and_quiet() {
         while host.fd_count() != baseline_fds && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(10));
         }
-        assert_eq!(
-            host.fd_count(),
-            baseline_fds,
-            "descriptors after {RESETS} reset connections"
-        );
+        assert_eq!(host.fd_count(), baseline_fds, "descriptors after {RESETS} reset connections");
 
         // No storm: at most a line or two per reset, and no busy loop.
         let new_lines = host.log_lines().len() - lines_before;
-        assert!(
-            new_lines <= 2 * RESETS,
-            "{new_lines} log lines for {RESETS} resets; log:\n{}",
-            host.logs()
-        );
+        assert!(new_lines <= 2 * RESETS, "{new_lines} log lines for {RESETS} resets; log:\n{}", host.logs());
         let before = host.threads();
         thread::sleep(Duration::from_millis(500)); // the measurement window
         let delta = host.threads().since(&before);
@@ -327,12 +293,8 @@ fn a_slow_consumer_gets_every_byte_once_it_reads() {
         let writer = Writer::start(&client, data.clone(), false);
         // Not reading: the host's buffer fills, the echo pauses reading and
         // TCP flow control stops the writer.
-        let written =
-            writer.wait_until_stalled(Duration::from_millis(300), Duration::from_secs(60));
-        eprintln!(
-            "the writer stopped after {written} of {} bytes without a reader",
-            data.len()
-        );
+        let written = writer.wait_until_stalled(Duration::from_millis(300), Duration::from_secs(60));
+        eprintln!("the writer stopped after {written} of {} bytes without a reader", data.len());
         let back = read_exactly(&mut client, data.len());
         writer.join();
         assert_same_bytes(&back, &data, "8 MiB echoed to a slow consumer");

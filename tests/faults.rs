@@ -21,10 +21,7 @@ fn trip(host: &Host, command: &[u8]) -> Duration {
     conn.write_all(command).unwrap();
     let mut rest = Vec::new();
     let _ = conn.read_to_end(&mut rest);
-    assert!(
-        rest.is_empty(),
-        "no reply expected after {command:?}, got {rest:?}"
-    );
+    assert!(rest.is_empty(), "no reply expected after {command:?}, got {rest:?}");
     start.elapsed()
 }
 
@@ -40,21 +37,11 @@ fn a_panic_is_logged_with_callback_trap_and_wasm_backtrace_and_the_host_lives_on
         host.wait_for_log("callbacks@0.1.0#on-data", Duration::from_secs(10));
         let logs = host.logs();
         assert!(logs.contains("unreachable"), "the trap is named:\n{logs}");
-        assert!(
-            logs.contains("wasm backtrace"),
-            "with a wasm backtrace:\n{logs}"
-        );
-        assert!(
-            logs.contains("asked to panic"),
-            "the guest's panic message reaches the log:\n{logs}"
-        );
+        assert!(logs.contains("wasm backtrace"), "with a wasm backtrace:\n{logs}");
+        assert!(logs.contains("asked to panic"), "the guest's panic message reaches the log:\n{logs}");
         // The guest's other connections are closed too...
         let mut buf = [0u8; 1];
-        assert_eq!(
-            bystander.read(&mut buf).unwrap_or(0),
-            0,
-            "bystander connection closed"
-        );
+        assert_eq!(bystander.read(&mut buf).unwrap_or(0), 0, "bystander connection closed");
         // ...and the host process is still serving its loop.
         host.assert_running();
     });
@@ -63,20 +50,12 @@ fn a_panic_is_logged_with_callback_trap_and_wasm_backtrace_and_the_host_lives_on
 #[test]
 fn a_runaway_callback_is_stopped_at_its_deadline() {
     bounded(Duration::from_secs(60), || {
-        let mut host = Host::command("faulty")
-            .args(["--callback-deadline-ms", "100"])
-            .spawn();
+        let mut host = Host::command("faulty").args(["--callback-deadline-ms", "100"]).spawn();
         let took = trip(&host, b"spin\n");
         let line = host.wait_for_log("trapped in on-data", Duration::from_secs(10));
         assert!(line.contains("deadline exceeded"), "{line}");
-        assert!(
-            took >= Duration::from_millis(100),
-            "stopped after {took:?}, before its deadline"
-        );
-        assert!(
-            took < Duration::from_millis(1_000),
-            "stopped only after {took:?}"
-        );
+        assert!(took >= Duration::from_millis(100), "stopped after {took:?}, before its deadline");
+        assert!(took < Duration::from_millis(1_000), "stopped only after {took:?}");
         host.assert_running();
     });
 }
@@ -85,9 +64,7 @@ fn a_runaway_callback_is_stopped_at_its_deadline() {
 fn a_memory_bomb_hits_the_cap_and_is_stopped() {
     bounded(Duration::from_secs(60), || {
         // A generous deadline, so it is the memory cap that stops it.
-        let mut host = Host::command("faulty")
-            .args(["--callback-deadline-ms", "5000"])
-            .spawn();
+        let mut host = Host::command("faulty").args(["--callback-deadline-ms", "5000"]).spawn();
         trip(&host, b"grow\n");
         let line = host.wait_for_log("trapped in on-data", Duration::from_secs(10));
         assert!(line.contains("guest `faulty`"), "{line}");
@@ -106,15 +83,8 @@ fn guest_stdout_goes_to_the_log_without_starting_threads() {
         let mut back = [0u8; 5];
         conn.read_exact(&mut back).unwrap();
         let line = host.wait_for_log("hello from inside", Duration::from_secs(10));
-        assert!(
-            line.contains("faulty"),
-            "tagged with the guest's name: {line}"
-        );
+        assert!(line.contains("faulty"), "tagged with the guest's name: {line}");
         let after = host.threads();
-        assert_eq!(
-            after.threads.len(),
-            before.threads.len(),
-            "writing to stdout started a thread"
-        );
+        assert_eq!(after.threads.len(), before.threads.len(), "writing to stdout started a thread");
     });
 }

@@ -43,12 +43,7 @@ fn sigterm_sends_all_buffered_output_then_closes_and_exits_0() {
         let data = Arc::new(random_bytes(2 * MIB, 0x5eed_1001));
         let writer = Writer::start(&client, data.clone(), false);
         writer.wait_until_stalled(Duration::from_millis(500), Duration::from_secs(60));
-        assert!(
-            writer.is_finished(),
-            "the host stopped taking bytes after {} of {}",
-            writer.written(),
-            data.len()
-        );
+        assert!(writer.is_finished(), "the host stopped taking bytes after {} of {}", writer.written(), data.len());
         writer.join();
 
         // The guest only echoes what the host has read, and after SIGTERM
@@ -69,9 +64,7 @@ fn sigterm_sends_all_buffered_output_then_closes_and_exits_0() {
 
         host.signal(Signal::TERM);
         let mut back = Vec::new();
-        client
-            .read_to_end(&mut back)
-            .expect("reading the echo until end-of-stream");
+        client.read_to_end(&mut back).expect("reading the echo until end-of-stream");
         assert_same_bytes(&back, &data, "bytes echoed before the shutdown close");
         // Exits once drained, without waiting for the 20 s timeout.
         let status = host.wait_exit(Duration::from_secs(10));
@@ -142,12 +135,7 @@ fn an_idle_host_with_open_connections_sleeps() {
             delta.run_ns as f64 / 1e6,
             delta.detail
         );
-        assert!(
-            delta.switches <= 5,
-            "an idle host woke up {} times in {WINDOW:?}:\n{}",
-            delta.switches,
-            delta.detail
-        );
+        assert!(delta.switches <= 5, "an idle host woke up {} times in {WINDOW:?}:\n{}", delta.switches, delta.detail);
         host.assert_running();
         drop(clients);
     });
@@ -217,17 +205,13 @@ fn out_of_descriptors_every_waiting_client_is_served_or_closed_promptly() {
         let (mut served, mut closed, mut hanging) = (0, 0, Vec::new());
         for (i, client) in clients.iter_mut().enumerate() {
             let left = deadline.saturating_duration_since(Instant::now());
-            client
-                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-                .unwrap();
+            client.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
             let mut byte = [0u8];
             match client.read(&mut byte) {
                 Ok(1) => served += 1,
                 Ok(_) => closed += 1,
                 Err(e) if e.kind() == ErrorKind::ConnectionReset => closed += 1,
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    hanging.push(i)
-                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => hanging.push(i),
                 Err(e) => panic!("client {i}: {e}"),
             }
         }
@@ -257,9 +241,7 @@ fn ten_thousand_connections_leave_no_descriptor_behind() {
             let byte = [i as u8];
             client.write_all(&byte).unwrap();
             let mut back = [0u8];
-            client
-                .read_exact(&mut back)
-                .unwrap_or_else(|e| panic!("cycle {i}: {e}"));
+            client.read_exact(&mut back).unwrap_or_else(|e| panic!("cycle {i}: {e}"));
             assert_eq!(back, byte, "cycle {i}");
         }
         eprintln!("{CYCLES} cycles in {:?}", start.elapsed());

@@ -23,28 +23,16 @@ struct Tick {
 fn parse(line: &str) -> Tick {
     let fields: Vec<&str> = line.split(' ').collect();
     let number = |i: usize| -> u64 {
-        fields
-            .get(i)
-            .and_then(|f| f.parse().ok())
-            .unwrap_or_else(|| panic!("malformed tick line {line:?}"))
+        fields.get(i).and_then(|f| f.parse().ok()).unwrap_or_else(|| panic!("malformed tick line {line:?}"))
     };
-    assert!(
-        fields.len() == 4 && fields[0] == "tick",
-        "malformed tick line {line:?}"
-    );
-    Tick {
-        n: number(1),
-        scheduled: number(2),
-        fired: number(3),
-    }
+    assert!(fields.len() == 4 && fields[0] == "tick", "malformed tick line {line:?}");
+    Tick { n: number(1), scheduled: number(2), fired: number(3) }
 }
 
 #[test]
 fn ticks_are_never_early_and_at_most_20_ms_late() {
     bounded(Duration::from_secs(90), || {
-        let host = Host::command("ticker")
-            .args(["--guest-config", &INTERVAL_MS.to_string()])
-            .spawn();
+        let host = Host::command("ticker").args(["--guest-config", &INTERVAL_MS.to_string()]).spawn();
         let mut client = LineReader::new(host.connect());
         let mut previous: Option<Tick> = None;
         let mut worst_late = 0;
@@ -83,10 +71,7 @@ fn ticks_are_never_early_and_at_most_20_ms_late() {
             }
             previous = Some(tick);
         }
-        eprintln!(
-            "{TICKS} ticks, worst arrival {:.3} ms after schedule",
-            worst_late as f64 / 1e6
-        );
+        eprintln!("{TICKS} ticks, worst arrival {:.3} ms after schedule", worst_late as f64 / 1e6);
         host.assert_no_errors();
     });
 }

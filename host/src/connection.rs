@@ -11,7 +11,15 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream};
 
+use wasmloop_reactor::TimerId;
+
 use crate::runtime::bindings::CloseReason;
+
+/// The `token` of a connection (or UDP socket) not yet registered with the
+/// reactor: an outbound connect made inside a callback is registered right
+/// after it. As a route key it names no slot (index `u32::MAX`), unlike 0,
+/// which slotmap reads as slot 0.
+pub const UNREGISTERED: u64 = u64::MAX;
 
 /// Capacity kept by an emptied output buffer; anything above is released so
 /// 10,000 idle connections do not each hold a burst's worth of memory.
@@ -21,7 +29,7 @@ pub struct Connection {
     pub socket: TcpStream,
     /// The reactor token (route) this connection is registered under.
     pub token: u64,
-    /// The listener handle it arrived on.
+    /// The listener handle it arrived on; 0 for an outbound connection.
     pub listener: u64,
     output: RefCell<VecDeque<u8>>,
     max_output: usize,
@@ -46,6 +54,11 @@ pub struct Connection {
     pub resumed: Cell<bool>,
     /// A linger timer bounds the flushing of a closing connection.
     pub linger_armed: Cell<bool>,
+    /// An outbound connect in progress: nothing is written to the socket
+    /// (output is only buffered) and the guest has not had `on-connect` yet.
+    pub connecting: Cell<bool>,
+    /// The timer bounding the connect, while `connecting`.
+    pub connect_timer: Cell<Option<TimerId>>,
 }
 
 impl Connection {
@@ -66,14 +79,22 @@ impl Connection {
             abort: Cell::new(false),
             resumed: Cell::new(false),
             linger_armed: Cell::new(false),
+            connecting: Cell::new(false),
+            connect_timer: Cell::new(None),
         }
+    }
+
+    /// An outbound connection whose non-blocking connect is in progress, not
+    /// yet registered with the reactor.
+    pub fn outbound(socket: TcpStream, max_output: usize) -> Connection {
+        let conn = Connection::new(socket, UNREGISTERED, 0, max_output);
+        conn.connecting.set(true);
+        conn
     }
 
     /// Whether the guest may still write.
     pub fn accepts_output(&self) -> bool {
-        self.closing.borrow().is_none()
-            && !self.shutdown_requested.get()
-            && self.failed.borrow().is_none()
+        self.closing.borrow().is_none() && !self.shutdown_requested.get() && self.failed.borrow().is_none()
     }
 
     pub fn buffered(&self) -> usize {
@@ -81,11 +102,13 @@ impl Connection {
     }
 
     /// The guest's `write`: straight to the socket when nothing is queued,
-    /// the rest into the buffer up to the limit. Returns the bytes taken.
-    pub fn write(&self, data: &[u8]) -> usize {
+    /// the rest into the buffer up to the connection's and the guest's
+    /// limits. Returns the bytes taken. While connecting, everything goes to
+    /// the buffer.
+    pub fn write(&self, data: &[u8], budget: &OutputBudget) -> usize {
         let mut output = self.output.borrow_mut();
         let mut sent = 0;
-        if output.is_empty() {
+        if output.is_empty() && !self.connecting.get() {
             match (&self.socket).write(data) {
                 Ok(n) => sent = n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -96,25 +119,31 @@ impl Connection {
                 }
             }
         }
-        let room = self.max_output.saturating_sub(output.len());
+        let room = self.max_output.saturating_sub(output.len()).min(budget.room());
         let queued = (data.len() - sent).min(room);
         output.extend(&data[sent..sent + queued]);
+        budget.used.set(budget.used.get() + queued);
         sent + queued
     }
 
     /// Sends buffered output until the kernel stops taking it. Returns true
-    /// once the buffer is empty.
-    pub fn flush(&self) -> bool {
+    /// once the buffer is empty; never while still connecting.
+    pub fn flush(&self, budget: &OutputBudget) -> bool {
+        if self.connecting.get() {
+            return false;
+        }
         let mut output = self.output.borrow_mut();
         while !output.is_empty() {
             let (a, b) = output.as_slices();
             match (&self.socket).write_vectored(&[IoSlice::new(a), IoSlice::new(b)]) {
                 Ok(n) => {
                     output.drain(..n);
+                    budget.release(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
+                    budget.release(output.len());
                     output.clear();
                     drop(output);
                     self.fail(&e);
@@ -149,8 +178,7 @@ impl Connection {
 
     /// Makes the coming close send a reset instead of a FIN.
     pub fn set_reset_on_close(&self) {
-        let _ =
-            rustix::net::sockopt::set_socket_linger(&self.socket, Some(std::time::Duration::ZERO));
+        let _ = rustix::net::sockopt::set_socket_linger(&self.socket, Some(std::time::Duration::ZERO));
     }
 }
 
@@ -167,19 +195,17 @@ pub enum Settled {
 
 impl Connection {
     /// Flushes output and turns the connection's flags into the next step.
-    pub fn settle(&self) -> Settled {
+    pub fn settle(&self, budget: &OutputBudget) -> Settled {
         if self.abort.get() {
             return Settled::Finish(CloseReason::Local, true);
         }
-        let drained = self.flush();
+        let drained = self.flush(budget);
         if let Some(reason) = self.failed.borrow_mut().take() {
             return Settled::Finish(reason, true);
         }
         let closing = self.closing.borrow().clone();
         if !drained {
-            return Settled::Draining {
-                arm_linger: closing.is_some() && !self.linger_armed.replace(true),
-            };
+            return Settled::Draining { arm_linger: closing.is_some() && !self.linger_armed.replace(true) };
         }
         if let Some(reason) = closing {
             return Settled::Finish(reason, false);
@@ -194,12 +220,41 @@ impl Connection {
     }
 }
 
+/// Bytes buffered over all of one guest's connections, against the guest's
+/// limit (`max-output-total`), so many slow readers cannot add up to
+/// unbounded memory.
+#[derive(Debug)]
+pub struct OutputBudget {
+    used: Cell<usize>,
+    max: usize,
+}
+
+impl OutputBudget {
+    pub fn new(max: usize) -> OutputBudget {
+        OutputBudget { used: Cell::new(0), max }
+    }
+
+    pub fn used(&self) -> usize {
+        self.used.get()
+    }
+
+    fn room(&self) -> usize {
+        self.max.saturating_sub(self.used.get())
+    }
+
+    /// Gives back bytes that left a buffer (sent, or dropped with their
+    /// connection).
+    pub fn release(&self, bytes: usize) {
+        self.used.set(self.used.get().saturating_sub(bytes));
+    }
+}
+
 /// How an IO error ends a connection.
 pub fn close_reason(error: &io::Error) -> CloseReason {
     match error.kind() {
-        io::ErrorKind::ConnectionReset
-        | io::ErrorKind::BrokenPipe
-        | io::ErrorKind::ConnectionAborted => CloseReason::Reset,
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted => {
+            CloseReason::Reset
+        }
         _ => CloseReason::Error(crate::os_error::describe(error)),
     }
 }

@@ -19,9 +19,7 @@ pub struct AllowRule {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid address rule `{rule}`: {problem} (expected e.g. 127.0.0.1:6379, 10.0.0.0/8:5432, [::1]:8000-8100)"
-)]
+#[error("invalid address rule `{rule}`: {problem} (expected e.g. 127.0.0.1:6379, 10.0.0.0/8:5432, [::1]:8000-8100)")]
 pub struct RuleError {
     pub rule: String,
     pub problem: &'static str,
@@ -37,10 +35,7 @@ impl FromStr for AllowRule {
     type Err = RuleError;
 
     fn from_str(rule: &str) -> Result<AllowRule, RuleError> {
-        let fail = |problem| RuleError {
-            rule: rule.to_string(),
-            problem,
-        };
+        let fail = |problem| RuleError { rule: rule.to_string(), problem };
         let (host, ports) = rule.rsplit_once(':').ok_or_else(|| fail("no port"))?;
         let host = match host.strip_prefix('[') {
             Some(rest) => rest.strip_suffix(']').ok_or_else(|| fail("unclosed `[`"))?,
@@ -48,9 +43,7 @@ impl FromStr for AllowRule {
             None => host,
         };
         let network = if host.contains('/') {
-            host.parse::<IpNet>()
-                .map_err(|_| fail("bad network"))?
-                .trunc()
+            host.parse::<IpNet>().map_err(|_| fail("bad network"))?.trunc()
         } else {
             IpNet::from(host.parse::<IpAddr>().map_err(|_| fail("bad IP address"))?)
         };
@@ -89,6 +82,15 @@ impl fmt::Display for AllowRule {
             (lo, hi) => write!(f, ":{lo}-{hi}"),
         }
     }
+}
+
+/// Everything the operator grants a guest beyond its listeners.
+#[derive(Clone, Debug, Default)]
+pub struct Grants {
+    /// Where the guest may connect (TCP) and send datagrams (UDP).
+    pub connect: Allowlist,
+    /// Addresses the guest may bind UDP sockets on.
+    pub udp: Vec<SocketAddr>,
 }
 
 /// A guest's outbound allowlist.
@@ -150,12 +152,7 @@ mod tests {
 
     #[test]
     fn rules_print_as_they_parse() {
-        for s in [
-            "127.0.0.1:6379",
-            "10.0.0.0/8:5432",
-            "[::1]:8000-8100",
-            "[fd00::/8]:*",
-        ] {
+        for s in ["127.0.0.1:6379", "10.0.0.0/8:5432", "[::1]:8000-8100", "[fd00::/8]:*"] {
             assert_eq!(rule(s).to_string(), s);
         }
     }

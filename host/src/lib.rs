@@ -1,3 +1,4 @@
+pub mod config;
 pub mod connection;
 pub mod grants;
 pub mod os_error;

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use wasmloop::runtime::{GuestLimits, Runtime, RuntimeConfig};
+use wasmloop::config::{FaultPolicy, HostConfig};
+use wasmloop::grants::{AllowRule, Allowlist, Grants};
+use wasmloop::runtime::{GuestLimits, Runtime};
 use wasmloop::server::{GuestSpec, Server, ServerConfig, bind};
 use wasmloop_reactor::EventLoop;
 
@@ -35,24 +37,55 @@ enum Command {
 #[derive(clap::Args)]
 struct RunArgs {
     /// The guest: a WebAssembly component implementing wasmloop:handler.
-    module: PathBuf,
+    #[arg(required_unless_present = "config", conflicts_with = "config")]
+    module: Option<PathBuf>,
+
+    /// Run the guests described in a TOML file instead (see
+    /// examples/host.toml); the per-guest flags below do not apply then.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 
     /// Address to accept TCP connections on and hand to the guest
     /// (repeatable). Port 0 picks a free port; the log names it.
-    #[arg(long = "listen", value_name = "ADDR", required = true)]
+    #[arg(long = "listen", value_name = "ADDR", required_unless_present = "config")]
     listen: Vec<SocketAddr>,
 
     /// A string passed to the guest's `init`.
     #[arg(long, value_name = "STRING", default_value = "")]
     guest_config: String,
 
-    /// Bytes buffered per connection beyond what the kernel takes.
-    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
-    max_output: usize,
+    /// Allow outbound TCP connects and UDP sends to RULE (repeatable):
+    /// `127.0.0.1:6379`, `10.0.0.0/8:5432`, `[::1]:8000-8100`, `[::1]:*`.
+    #[arg(long = "connect", value_name = "RULE")]
+    connect: Vec<AllowRule>,
+
+    /// Allow the guest to bind a UDP socket on ADDR (repeatable).
+    #[arg(long = "udp", value_name = "ADDR")]
+    udp: Vec<SocketAddr>,
+
+    /// What to do when the guest traps.
+    #[arg(long, value_enum, default_value = "restart")]
+    on_fault: FaultPolicy,
 
     /// Longest a single callback may run before the guest is stopped.
     #[arg(long, value_name = "MS", default_value_t = 50)]
     callback_deadline_ms: u64,
+
+    /// Linear memory cap for the guest.
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    max_memory_mib: usize,
+
+    /// Bytes buffered per connection beyond what the kernel takes.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    max_output: usize,
+
+    /// Open connections; more are accepted and closed at once.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    max_connections: usize,
+
+    /// Timers the guest may have at once.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    max_timers: usize,
 
     /// On SIGINT/SIGTERM, how long to let output drain before closing.
     #[arg(long, value_name = "MS", default_value_t = 5000)]
@@ -90,17 +123,9 @@ fn main() -> ExitCode {
 /// `--help` away.
 fn one_line(e: &clap::Error) -> String {
     let text = e.render().to_string();
-    let paragraph: Vec<&str> = text
-        .lines()
-        .take_while(|l| !l.trim().is_empty())
-        .map(str::trim)
-        .collect();
+    let paragraph: Vec<&str> = text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
     let line = paragraph.join(" ");
-    if line.is_empty() {
-        "error: invalid arguments (see `host --help`)".into()
-    } else {
-        line
-    }
+    if line.is_empty() { "error: invalid arguments (see `host --help`)".into() } else { line }
 }
 
 fn init_logging(verbose: u8) {
@@ -118,50 +143,92 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
-fn run(args: RunArgs) -> anyhow::Result<()> {
-    let defaults = RuntimeConfig::default();
-    let config = RuntimeConfig {
-        callback_deadline: Duration::from_millis(args.callback_deadline_ms),
-        limits: GuestLimits {
-            max_output: args.max_output,
-            ..defaults.limits.clone()
-        },
-        ..defaults
-    };
-    let runtime = Runtime::new(config).context("cannot start the WebAssembly runtime")?;
-    let module = runtime.load(&args.module)?;
-    let listeners = args
-        .listen
-        .iter()
-        .map(|&a| bind(a))
-        .collect::<Result<Vec<_>, _>>()?;
-    let name = args
-        .module
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "guest".into());
+/// One guest to start: what the flags or the config file say.
+struct Planned {
+    name: String,
+    module: PathBuf,
+    listen: Vec<SocketAddr>,
+    config: String,
+    grants: Grants,
+    limits: GuestLimits,
+    on_fault: FaultPolicy,
+}
 
-    let mut event_loop = EventLoop::new().context("cannot create the event loop")?;
-    let server_config = ServerConfig {
-        shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
-        ..ServerConfig::default()
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let (planned, shutdown_timeout_ms) = match &args.config {
+        Some(file) => {
+            let config = HostConfig::load(file)?;
+            let guests = config
+                .guests
+                .iter()
+                .map(|g| Planned {
+                    name: g.name.clone(),
+                    module: g.module.clone(),
+                    listen: g.listen.clone(),
+                    config: g.config.clone(),
+                    grants: g.grants(),
+                    limits: g.limits.apply(GuestLimits::default()),
+                    on_fault: g.on_fault,
+                })
+                .collect();
+            (guests, config.shutdown_timeout_ms)
+        }
+        None => (vec![planned_from_flags(&args)], args.shutdown_timeout_ms),
     };
-    let mut server = Server::new(runtime, server_config);
-    server
-        .handle_signals(event_loop.reactor())
-        .context("cannot install signal handlers")?;
-    server.add_guest(
-        event_loop.reactor(),
-        GuestSpec {
-            name,
+
+    let runtime = Runtime::new().context("cannot start the WebAssembly runtime")?;
+    let mut specs = Vec::new();
+    for guest in planned {
+        let module = runtime.load(&guest.module)?;
+        let listeners = guest.listen.iter().map(|&a| bind(a)).collect::<Result<Vec<_>, _>>()?;
+        let spec = GuestSpec {
+            name: guest.name,
             module,
             listeners,
-            config: args.guest_config,
-        },
-    )?;
+            config: guest.config,
+            limits: guest.limits,
+            grants: guest.grants,
+            on_fault: guest.on_fault,
+        };
+        specs.push(spec);
+    }
+
+    let mut event_loop = EventLoop::new().context("cannot create the event loop")?;
+    let server_config =
+        ServerConfig { shutdown_timeout: Duration::from_millis(shutdown_timeout_ms), ..ServerConfig::default() };
+    let mut server = Server::new(runtime, server_config);
+    server.handle_signals(event_loop.reactor()).context("cannot install signal handlers")?;
+    for spec in specs {
+        server.add_guest(event_loop.reactor(), spec)?;
+    }
     tracing::info!("ready");
     wasmloop::runtime::on_loop_thread(|| event_loop.run(&mut server))
         .context("cannot set up the loop thread")?
         .context("event loop failed")?;
-    Ok(())
+    match server.exit_reason() {
+        Some(reason) => Err(anyhow::anyhow!("{reason}")),
+        None => Ok(()),
+    }
+}
+
+fn planned_from_flags(args: &RunArgs) -> Planned {
+    let module = args.module.clone().unwrap_or_default();
+    let name = module.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "guest".into());
+    let defaults = GuestLimits::default();
+    Planned {
+        name,
+        module,
+        listen: args.listen.clone(),
+        config: args.guest_config.clone(),
+        grants: Grants { connect: Allowlist::new(args.connect.clone()), udp: args.udp.clone() },
+        limits: GuestLimits {
+            callback_deadline: Duration::from_millis(args.callback_deadline_ms),
+            max_memory: args.max_memory_mib << 20,
+            max_output: args.max_output,
+            max_connections: args.max_connections,
+            max_timers: args.max_timers,
+            ..defaults
+        },
+        on_fault: args.on_fault,
+    }
 }

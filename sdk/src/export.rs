@@ -1,12 +1,14 @@
-//! The glue between the generated `callbacks` exports and a [`Handler`].
+//! The glue between the generated exports (`callbacks`, `outbound-callbacks`,
+//! `datagram-callbacks`) and a [`Handler`].
 
 use std::any::Any;
 use std::cell::RefCell;
 use std::marker::PhantomData;
 
 use crate::bindings::exports::wasmloop::handler::callbacks::Guest;
-use crate::bindings::wasmloop::handler::types;
-use crate::{Connection, Handler, Listener, Timer};
+use crate::bindings::exports::wasmloop::handler::{datagram_callbacks, outbound_callbacks};
+use crate::bindings::wasmloop::handler::{outbound, types};
+use crate::{Connection, Handler, Listener, Timer, UdpSocket};
 
 thread_local! {
     /// The guest's state, set by `init`. Wasm guests are single-threaded, so
@@ -25,9 +27,7 @@ impl<H: Handler> Exports<H> {
             // The host never calls into the guest while a callback runs, so
             // this borrow cannot clash; if it ever did, fail loudly rather
             // than hand out two `&mut` to the guest's state.
-            let mut slot = slot
-                .try_borrow_mut()
-                .expect("wasmloop-sdk: a callback started while another was running");
+            let mut slot = slot.try_borrow_mut().expect("wasmloop-sdk: a callback started while another was running");
             let handler = slot
                 .as_mut()
                 .expect("wasmloop-sdk: callback before a successful init")
@@ -43,9 +43,7 @@ impl<H: Handler> Guest for Exports<H> {
         let listeners: Vec<Listener> = listeners.iter().map(|info| Listener(info.handle)).collect();
         let handler = H::init(&config, &listeners)?;
         HANDLER.with(|slot| {
-            *slot
-                .try_borrow_mut()
-                .expect("wasmloop-sdk: init called during a callback") = Some(Box::new(handler));
+            *slot.try_borrow_mut().expect("wasmloop-sdk: init called during a callback") = Some(Box::new(handler));
         });
         Ok(())
     }
@@ -76,6 +74,18 @@ impl<H: Handler> Guest for Exports<H> {
 
     fn on_shutdown() {
         Self::with(|h| h.on_shutdown());
+    }
+}
+
+impl<H: Handler> outbound_callbacks::Guest for Exports<H> {
+    fn on_connect(conn: u64, outcome: Result<(), outbound::ConnectError>) {
+        Self::with(|h| h.on_connect(Connection(conn), outcome.map_err(Into::into)));
+    }
+}
+
+impl<H: Handler> datagram_callbacks::Guest for Exports<H> {
+    fn on_datagram(socket: u64, peer: String, data: Vec<u8>) {
+        Self::with(|h| h.on_datagram(UdpSocket(socket), &peer, &data));
     }
 }
 

@@ -63,10 +63,12 @@ mod export;
 mod logging;
 mod net;
 mod time;
+mod udp;
 
 pub use logging::{Level, log};
-pub use net::{Connection, Listener};
+pub use net::{ConnectError, Connection, Listener};
 pub use time::{Instant, Timer};
+pub use udp::{DatagramError, UdpSocket};
 
 #[doc(hidden)]
 pub use export::Exports;
@@ -137,6 +139,17 @@ pub trait Handler: Sized + 'static {
     /// flushes output for a bounded time and closes what is left with
     /// [`CloseReason::HostShutdown`].
     fn on_shutdown(&mut self) {}
+
+    /// An outbound connect started by [`Connection::connect`] finished.
+    /// On `Ok`, `conn` is a connection like an accepted one: `on_data`,
+    /// `on_close` and the rest follow. On `Err`, the handle is dead and no
+    /// `on_close` follows.
+    fn on_connect(&mut self, conn: Connection, outcome: Result<(), ConnectError>) {}
+
+    /// A datagram arrived on `socket` (see [`UdpSocket::bind`]) from `peer`,
+    /// e.g. `127.0.0.1:5353`. The host drops datagrams from peers that are
+    /// not on the guest's allowlist before they get here.
+    fn on_datagram(&mut self, socket: UdpSocket, peer: &str, data: &[u8]) {}
 }
 
 /// Shorthand for results of host calls.

@@ -1,14 +1,31 @@
 //! Connections and listeners.
 
+use std::fmt;
+
 use crate::Result;
-use crate::bindings::wasmloop::handler::connections;
+use crate::bindings::wasmloop::handler::{connections, outbound};
 
 /// A TCP connection, from [`Handler::on_accept`](crate::Handler::on_accept)
+/// (or a successful [`Handler::on_connect`](crate::Handler::on_connect))
 /// until [`Handler::on_close`](crate::Handler::on_close).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Connection(pub(crate) u64);
 
 impl Connection {
+    /// Starts an outbound TCP connect to `address`, an `IP:port` such as
+    /// `127.0.0.1:6379` or `[::1]:8080` (names are not resolved).
+    ///
+    /// Returns at once with the new connection's handle; the outcome comes
+    /// later, in [`Handler::on_connect`](crate::Handler::on_connect). No other
+    /// callback arrives for the connection before that one. Writes made
+    /// meanwhile are buffered and sent once connected.
+    ///
+    /// The operator must allow the address (`--connect`); otherwise this
+    /// fails with [`ConnectError::Denied`].
+    pub fn connect(address: &str) -> Result<Connection, ConnectError> {
+        Ok(Connection(outbound::connect(address)?))
+    }
+
     /// Queues `data` for sending and returns how many bytes the host took.
     ///
     /// Less than `data.len()` means the connection's output buffer is full:
@@ -96,3 +113,53 @@ impl Listener {
         self.0
     }
 }
+
+/// Why an outbound connect failed: from [`Connection::connect`] at once, or
+/// later in [`Handler::on_connect`](crate::Handler::on_connect).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConnectError {
+    /// Not on the guest's allowlist (the operator's `--connect` rules).
+    Denied,
+    /// Not an `IP:port`; names are not resolved.
+    InvalidAddress,
+    /// Too many connections or pending connects for this guest.
+    LimitReached,
+    /// The peer refused the connection.
+    Refused,
+    /// No answer within the host's connect timeout.
+    TimedOut,
+    /// No route to the host or network.
+    Unreachable,
+    /// Any other failure.
+    Other,
+}
+
+impl From<outbound::ConnectError> for ConnectError {
+    fn from(error: outbound::ConnectError) -> Self {
+        match error {
+            outbound::ConnectError::Denied => ConnectError::Denied,
+            outbound::ConnectError::InvalidAddress => ConnectError::InvalidAddress,
+            outbound::ConnectError::LimitReached => ConnectError::LimitReached,
+            outbound::ConnectError::Refused => ConnectError::Refused,
+            outbound::ConnectError::TimedOut => ConnectError::TimedOut,
+            outbound::ConnectError::Unreachable => ConnectError::Unreachable,
+            outbound::ConnectError::Other => ConnectError::Other,
+        }
+    }
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConnectError::Denied => "address not allowed",
+            ConnectError::InvalidAddress => "not an IP:port address",
+            ConnectError::LimitReached => "too many connections",
+            ConnectError::Refused => "connection refused",
+            ConnectError::TimedOut => "connect timed out",
+            ConnectError::Unreachable => "host or network unreachable",
+            ConnectError::Other => "connect failed",
+        })
+    }
+}
+
+impl std::error::Error for ConnectError {}

@@ -49,10 +49,7 @@ static BUILDING: AtomicBool = AtomicBool::new(false);
 
 /// The workspace root (the host crate's parent).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the host crate lives inside the workspace")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the host crate lives inside the workspace").to_path_buf()
 }
 
 /// The path of a first-party guest component (`echo`, `chat`, `ticker`,
@@ -99,8 +96,7 @@ fn build_guests() -> Result<PathBuf, String> {
         "-p",
         "faulty",
     ]);
-    let out = run_bounded(cmd, BUILD_TIMEOUT)
-        .map_err(|e| format!("cannot run {cargo:?} to build the guests: {e}"))?;
+    let out = run_bounded(cmd, BUILD_TIMEOUT).map_err(|e| format!("cannot run {cargo:?} to build the guests: {e}"))?;
     if !out.status.success() {
         return Err(format!(
             "building the guests failed ({}). Is the target installed? \
@@ -130,19 +126,14 @@ pub struct Output {
 impl Output {
     /// stderr's non-empty lines.
     pub fn stderr_lines(&self) -> Vec<&str> {
-        self.stderr
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .collect()
+        self.stderr.lines().filter(|l| !l.trim().is_empty()).collect()
     }
 }
 
 /// Runs `cmd` to completion with no stdin, killing it if it takes longer
 /// than `limit`.
 pub fn run_bounded(mut cmd: Command, limit: Duration) -> io::Result<Output> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn()?;
     let stdout = drain_in_background(child.stdout.take().expect("piped stdout"));
     let stderr = drain_in_background(child.stderr.take().expect("piped stderr"));
@@ -154,18 +145,11 @@ pub fn run_bounded(mut cmd: Command, limit: Duration) -> io::Result<Output> {
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(io::Error::new(
-                ErrorKind::TimedOut,
-                format!("{cmd:?} did not finish within {limit:?}"),
-            ));
+            return Err(io::Error::new(ErrorKind::TimedOut, format!("{cmd:?} did not finish within {limit:?}")));
         }
         thread::sleep(Duration::from_millis(10));
     };
-    Ok(Output {
-        status,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-    })
+    Ok(Output { status, stdout: stdout.join().unwrap_or_default(), stderr: stderr.join().unwrap_or_default() })
 }
 
 fn drain_in_background(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
@@ -265,11 +249,7 @@ impl Log {
             if now >= deadline {
                 return false;
             }
-            state = self
-                .changed
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            state = self.changed.wait_timeout(state, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
         }
     }
 
@@ -315,9 +295,7 @@ impl HostCommand {
         let mut cmd = match self.fd_limit {
             Some(limit) => {
                 let mut cmd = Command::new("sh");
-                cmd.arg("-c")
-                    .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
-                    .arg(HOST);
+                cmd.arg("-c").arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\"")).arg(HOST);
                 cmd
             }
             None => Command::new(HOST),
@@ -336,13 +314,10 @@ impl HostCommand {
         // running `Host::drop` (say, it is killed), the host dies too.
         unsafe {
             cmd.pre_exec(|| {
-                rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
-                    .map_err(io::Error::from)
+                rustix::process::set_parent_process_death_signal(Some(Signal::KILL)).map_err(io::Error::from)
             });
         }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {HOST}: {e}"));
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {HOST}: {e}"));
         let pid = child.id();
         CHILDREN.with(|c| {
             if let Some(children) = &*c.borrow() {
@@ -350,10 +325,7 @@ impl HostCommand {
             }
         });
 
-        let log = Arc::new(Log {
-            state: Mutex::new(LogState::default()),
-            changed: Condvar::new(),
-        });
+        let log = Arc::new(Log { state: Mutex::new(LogState::default()), changed: Condvar::new() });
         let stderr = child.stderr.take().expect("piped stderr");
         let reader = {
             let log = log.clone();
@@ -369,11 +341,7 @@ impl HostCommand {
                             Ok(_) => {
                                 let text = String::from_utf8_lossy(&line);
                                 let text = text.trim_end_matches(['\n', '\r']).to_string();
-                                log.state
-                                    .lock()
-                                    .unwrap_or_else(|e| e.into_inner())
-                                    .lines
-                                    .push(text);
+                                log.state.lock().unwrap_or_else(|e| e.into_inner()).lines.push(text);
                                 log.changed.notify_all();
                             }
                         }
@@ -384,16 +352,9 @@ impl HostCommand {
                 .expect("cannot spawn the log reader")
         };
 
-        let mut host = Host {
-            child,
-            log,
-            reader: Some(reader),
-            addrs: Vec::new(),
-        };
+        let mut host = Host { child, log, reader: Some(reader), addrs: Vec::new() };
         // Wait for `ready`, or for the end of the log (the host exited).
-        host.log.wait_until(Instant::now() + READY_TIMEOUT, |s| {
-            s.closed || s.lines.iter().any(|l| is_ready_line(l))
-        });
+        host.log.wait_until(Instant::now() + READY_TIMEOUT, |s| s.closed || s.lines.iter().any(|l| is_ready_line(l)));
         if !host.log_lines().iter().any(|l| is_ready_line(l)) {
             let status = host.try_exit();
             panic!(
@@ -401,16 +362,8 @@ impl HostCommand {
                 host.logs()
             );
         }
-        host.addrs = host
-            .log_lines()
-            .iter()
-            .filter_map(|l| listening_address(l))
-            .collect();
-        assert!(
-            !host.addrs.is_empty(),
-            "host is ready but logged no `listening on ADDR` line; log:\n{}",
-            host.logs()
-        );
+        host.addrs = host.log_lines().iter().filter_map(|l| listening_address(l)).collect();
+        assert!(!host.addrs.is_empty(), "host is ready but logged no `listening on ADDR` line; log:\n{}", host.logs());
         host
     }
 }
@@ -442,11 +395,7 @@ impl Host {
 
     /// A host for any component file.
     pub fn command_for(module: impl Into<PathBuf>) -> HostCommand {
-        HostCommand {
-            guest: module.into(),
-            args: Vec::new(),
-            fd_limit: None,
-        }
+        HostCommand { guest: module.into(), args: Vec::new(), fd_limit: None }
     }
 
     /// A host running the named guest with default settings, ready.
@@ -492,11 +441,7 @@ impl Host {
                 return status;
             }
             if Instant::now() >= deadline {
-                panic!(
-                    "host (pid {}) did not exit within {timeout:?}; log:\n{}",
-                    self.pid(),
-                    self.logs()
-                );
+                panic!("host (pid {}) did not exit within {timeout:?}; log:\n{}", self.pid(), self.logs());
             }
             thread::sleep(Duration::from_millis(5));
         }
@@ -515,12 +460,7 @@ impl Host {
     }
 
     pub fn log_lines(&self) -> Vec<String> {
-        self.log
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .lines
-            .clone()
+        self.log.state.lock().unwrap_or_else(|e| e.into_inner()).lines.clone()
     }
 
     /// Waits until a log line contains `needle` and returns that line;
@@ -532,33 +472,19 @@ impl Host {
             found.is_some()
         });
         found.unwrap_or_else(|| {
-            panic!(
-                "no host log line containing {needle:?} within {timeout:?}; log:\n{}",
-                self.logs()
-            )
+            panic!("no host log line containing {needle:?} within {timeout:?}; log:\n{}", self.logs())
         })
     }
 
     /// Panics if the host logged an error (a guest trap is logged as one).
     pub fn assert_no_errors(&self) {
-        let errors: Vec<String> = self
-            .log_lines()
-            .into_iter()
-            .filter(|l| l.contains(" ERROR "))
-            .collect();
-        assert!(
-            errors.is_empty(),
-            "host logged errors:\n{}\nfull log:\n{}",
-            errors.join("\n"),
-            self.logs()
-        );
+        let errors: Vec<String> = self.log_lines().into_iter().filter(|l| l.contains(" ERROR ")).collect();
+        assert!(errors.is_empty(), "host logged errors:\n{}\nfull log:\n{}", errors.join("\n"), self.logs());
     }
 
     /// Open file descriptors of the host process.
     pub fn fd_count(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .expect("cannot list the host's descriptors")
-            .count()
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).expect("cannot list the host's descriptors").count()
     }
 
     /// CPU time and wakeups of every thread of the host.
@@ -570,11 +496,7 @@ impl Host {
 impl Drop for Host {
     fn drop(&mut self) {
         if thread::panicking() {
-            eprintln!(
-                "---- log of host pid {} ----\n{}----",
-                self.pid(),
-                self.logs()
-            );
+            eprintln!("---- log of host pid {} ----\n{}----", self.pid(), self.logs());
         }
         let pid = self.pid();
         let _ = self.child.kill();
@@ -584,10 +506,7 @@ impl Drop for Host {
         }
         CHILDREN.with(|c| {
             if let Some(children) = &*c.borrow() {
-                children
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .retain(|&p| p != pid);
+                children.lock().unwrap_or_else(|e| e.into_inner()).retain(|&p| p != pid);
             }
         });
     }
@@ -625,11 +544,7 @@ impl ThreadStats {
         let dir = format!("/proc/{pid}/task");
         for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("cannot list {dir}: {e}")) {
             let Ok(entry) = entry else { continue };
-            let Some(tid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|t| t.parse::<u32>().ok())
-            else {
+            let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse::<u32>().ok()) else {
                 continue;
             };
             let path = entry.path();
@@ -645,12 +560,7 @@ impl ThreadStats {
                 .next()
                 .and_then(|n| n.parse().ok())
                 .expect("schedstat starts with ns on CPU");
-            let field = |name: &str| {
-                status
-                    .lines()
-                    .find_map(|l| l.strip_prefix(name))
-                    .map(|v| v.trim().to_string())
-            };
+            let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_string());
             let switches = field("voluntary_ctxt_switches:")
                 .and_then(|v| v.parse().ok())
                 .expect("status has voluntary_ctxt_switches");
@@ -671,11 +581,7 @@ impl ThreadStats {
     pub fn since(&self, earlier: &ThreadStats) -> Delta {
         let mut delta = Delta::default();
         for (tid, (name, run, switches)) in &self.threads {
-            let (run0, switches0) = earlier
-                .threads
-                .get(tid)
-                .map(|t| (t.1, t.2))
-                .unwrap_or((0, 0));
+            let (run0, switches0) = earlier.threads.get(tid).map(|t| (t.1, t.2)).unwrap_or((0, 0));
             let d_run = run.saturating_sub(run0);
             let d_switches = switches.saturating_sub(switches0);
             delta.run_ns += d_run;
@@ -782,10 +688,7 @@ pub struct LineReader {
 
 impl LineReader {
     pub fn new(stream: TcpStream) -> LineReader {
-        LineReader {
-            stream,
-            buf: Vec::new(),
-        }
+        LineReader { stream, buf: Vec::new() }
     }
 
     pub fn stream(&self) -> &TcpStream {
@@ -797,9 +700,7 @@ impl LineReader {
         let mut bytes = Vec::with_capacity(line.len() + 1);
         bytes.extend_from_slice(line.as_bytes());
         bytes.push(b'\n');
-        self.stream
-            .write_all(&bytes)
-            .unwrap_or_else(|e| panic!("cannot send {line:?}: {e}"));
+        self.stream.write_all(&bytes).unwrap_or_else(|e| panic!("cannot send {line:?}: {e}"));
     }
 
     /// The next line (without its `\n`), or `None` if none is complete by
@@ -823,11 +724,7 @@ impl LineReader {
                     String::from_utf8_lossy(&self.buf)
                 ),
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                    ) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
                 Err(e) => panic!("reading a line failed: {e}"),
             }
         }
@@ -835,8 +732,7 @@ impl LineReader {
 
     /// The next line, waiting at most [`IO_TIMEOUT`].
     pub fn line(&mut self) -> String {
-        self.line_by(Instant::now() + IO_TIMEOUT)
-            .unwrap_or_else(|| panic!("no complete line within {IO_TIMEOUT:?}"))
+        self.line_by(Instant::now() + IO_TIMEOUT).unwrap_or_else(|| panic!("no complete line within {IO_TIMEOUT:?}"))
     }
 }
 
@@ -865,11 +761,7 @@ impl Writer {
             }
             Ok(())
         });
-        Writer {
-            progress,
-            total,
-            handle,
-        }
+        Writer { progress, total, handle }
     }
 
     pub fn written(&self) -> usize {
@@ -912,10 +804,7 @@ impl Writer {
         let written = self.written();
         match self.handle.join() {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => panic!(
-                "writing failed after {written} of {} bytes: {e}",
-                self.total
-            ),
+            Ok(Err(e)) => panic!("writing failed after {written} of {} bytes: {e}", self.total),
             Err(payload) => std::panic::resume_unwind(payload),
         }
     }
@@ -957,16 +846,8 @@ pub fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
     if got == want {
         return;
     }
-    let first = got
-        .iter()
-        .zip(want)
-        .position(|(a, b)| a != b)
-        .unwrap_or(got.len().min(want.len()));
-    panic!(
-        "{what}: got {} bytes, expected {}; first difference at offset {first}",
-        got.len(),
-        want.len()
-    );
+    let first = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
+    panic!("{what}: got {} bytes, expected {}; first difference at offset {first}", got.len(), want.len());
 }
 
 /// `len` pseudo-random bytes from a xorshift64 generator: reproducible from
@@ -1005,16 +886,7 @@ pub fn raise_fd_limit(wanted: u64) {
         Some(max) => wanted.min(max),
         None => wanted,
     };
-    let _ = setrlimit(
-        Resource::Nofile,
-        Rlimit {
-            current: Some(target),
-            maximum: limit.maximum,
-        },
-    );
+    let _ = setrlimit(Resource::Nofile, Rlimit { current: Some(target), maximum: limit.maximum });
     let now = getrlimit(Resource::Nofile).current;
-    assert!(
-        now.is_none_or(|c| c >= wanted),
-        "need {wanted} file descriptors, the limit is {now:?}"
-    );
+    assert!(now.is_none_or(|c| c >= wanted), "need {wanted} file descriptors, the limit is {now:?}");
 }

@@ -31,10 +31,8 @@ wasmtime::component::bindgen!({
 use wasmloop::handle_bench::host::{Host, HostConn};
 
 /// Built by `cargo build --profile guest --target wasm32-wasip2 -p handle-bench-guest`.
-const DEFAULT_GUEST: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../target/wasm32-wasip2/guest/handle_bench_guest.wasm"
-);
+const DEFAULT_GUEST: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/wasm32-wasip2/guest/handle_bench_guest.wasm");
 /// Calls per variant per round.
 const CALLS: u32 = 200_000;
 const ROUNDS: usize = 5;
@@ -61,10 +59,7 @@ struct State {
 
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
@@ -151,12 +146,7 @@ impl Harness {
         let state = self.store.data();
         Ok(match variant {
             Variant::Integer => state.conns[self.key].written,
-            Variant::Resource => {
-                state
-                    .table
-                    .get(&Resource::<Conn>::new_borrow(self.rep))?
-                    .written
-            }
+            Variant::Resource => state.table.get(&Resource::<Conn>::new_borrow(self.rep))?.written,
         })
     }
 }
@@ -176,11 +166,7 @@ fn setup(wasm: &str) -> anyhow::Result<Harness> {
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
     Bench::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
 
-    let mut state = State {
-        conns: SlotMap::with_key(),
-        table: ResourceTable::new(),
-        wasi: WasiCtx::builder().build(),
-    };
+    let mut state = State { conns: SlotMap::with_key(), table: ResourceTable::new(), wasi: WasiCtx::builder().build() };
     // Some churn first, so neither lookup hits a pristine first slot.
     for _ in 0..3 {
         let k = state.conns.insert(Conn { written: 0 });
@@ -195,13 +181,7 @@ fn setup(wasm: &str) -> anyhow::Result<Harness> {
     // Epoch interruption is on, as in the product; nothing ticks here.
     store.set_epoch_deadline(u64::MAX / 2);
     let guest = Bench::instantiate(&mut store, &component, &linker)?;
-    Ok(Harness {
-        store,
-        guest,
-        key,
-        rep,
-        data: (0..PAYLOAD as u8).collect(),
-    })
+    Ok(Harness { store, guest, key, rep, data: (0..PAYLOAD as u8).collect() })
 }
 
 fn ns_per_call(d: Duration, calls: u32) -> f64 {
@@ -212,11 +192,7 @@ fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
 }
 
 fn min(v: &[f64]) -> f64 {
@@ -225,9 +201,7 @@ fn min(v: &[f64]) -> f64 {
 
 fn command_output(cmd: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(cmd).args(args).output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 fn main() -> std::process::ExitCode {
@@ -256,11 +230,7 @@ fn bench() -> anyhow::Result<()> {
     let mut samples: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for round in 0..ROUNDS {
         // Alternate which variant goes first, so drift favours neither.
-        let order = if round % 2 == 0 {
-            variants
-        } else {
-            [Variant::Resource, Variant::Integer]
-        };
+        let order = if round % 2 == 0 { variants } else { [Variant::Resource, Variant::Integer] };
         for v in order {
             let d = bench.run(v, CALLS)?;
             samples[v as usize].push(ns_per_call(d, CALLS));
@@ -272,37 +242,18 @@ fn bench() -> anyhow::Result<()> {
     let expected = (u64::from(WARMUP_CALLS) + u64::from(CALLS) * ROUNDS as u64) * PAYLOAD as u64;
     for v in variants {
         let written = bench.written(v)?;
-        ensure!(
-            written == expected,
-            "{} variant: host saw {written} bytes, expected {expected}",
-            v.name()
-        );
+        ensure!(written == expected, "{} variant: host saw {written} bytes, expected {expected}", v.name());
     }
 
     let [int, res] = &samples;
-    let nproc = command_output("nproc", &[]).unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or("?".into(), |n| n.get().to_string())
-    });
+    let nproc = command_output("nproc", &[])
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or("?".into(), |n| n.get().to_string()));
     let kernel = command_output("uname", &["-r"]).unwrap_or_else(|| "?".into());
-    println!(
-        "| handle (host → guest `on-data-*` → host `write-*`, {PAYLOAD} B) | min ns/call | median ns/call |"
-    );
+    println!("| handle (host → guest `on-data-*` → host `write-*`, {PAYLOAD} B) | min ns/call | median ns/call |");
     println!("|---|---:|---:|");
-    println!(
-        "| integer: `u64` slot-map key, `SlotMap` lookup | {:.0} | {:.0} |",
-        min(int),
-        median(int)
-    );
-    println!(
-        "| resource: `borrow<conn>`, `ResourceTable` lookup | {:.0} | {:.0} |",
-        min(res),
-        median(res)
-    );
-    println!(
-        "| ratio resource / integer | {:.2} | {:.2} |",
-        min(res) / min(int),
-        median(res) / median(int)
-    );
+    println!("| integer: `u64` slot-map key, `SlotMap` lookup | {:.0} | {:.0} |", min(int), median(int));
+    println!("| resource: `borrow<conn>`, `ResourceTable` lookup | {:.0} | {:.0} |", min(res), median(res));
+    println!("| ratio resource / integer | {:.2} | {:.2} |", min(res) / min(int), median(res) / median(int));
     println!();
     println!(
         "{ROUNDS} alternating rounds of {CALLS} calls per variant after {WARMUP_CALLS} warm-up calls; \

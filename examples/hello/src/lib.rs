@@ -6,10 +6,7 @@ struct Hello;
 
 impl Handler for Hello {
     fn init(config: &str, listeners: &[Listener]) -> Result<Self, String> {
-        info!(
-            "hello guest on {} listener(s), config {config:?}",
-            listeners.len()
-        );
+        info!("hello guest on {} listener(s), config {config:?}", listeners.len());
         Ok(Hello)
     }
 

@@ -40,13 +40,7 @@ impl Handler for Echo {
             return;
         };
         if taken < data.len() {
-            self.pending.insert(
-                conn,
-                Pending {
-                    bytes: data[taken..].to_vec(),
-                    close_when_done: false,
-                },
-            );
+            self.pending.insert(conn, Pending { bytes: data[taken..].to_vec(), close_when_done: false });
             // These only fail for a connection that is closing, where there
             // is nothing left to do anyway.
             let _ = conn.pause_reading();
@@ -67,10 +61,7 @@ impl Handler for Echo {
             let _ = conn.notify_writable();
             return;
         }
-        let done = self
-            .pending
-            .remove(&conn)
-            .is_some_and(|p| p.close_when_done);
+        let done = self.pending.remove(&conn).is_some_and(|p| p.close_when_done);
         if done {
             // Graceful close: the host still sends what it buffered.
             let _ = conn.close();

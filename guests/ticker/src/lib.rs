@@ -29,21 +29,12 @@ impl Handler for Ticker {
                 .parse::<u64>()
                 .ok()
                 .filter(|&ms| ms > 0)
-                .ok_or_else(|| {
-                    format!(
-                        "ticker: bad interval {text:?}: expected whole milliseconds, at least 1"
-                    )
-                })?,
+                .ok_or_else(|| format!("ticker: bad interval {text:?}: expected whole milliseconds, at least 1"))?,
         };
         let start = Instant::now();
         Timer::every(Duration::from_millis(millis))
             .map_err(|e| format!("ticker: cannot start a {millis} ms timer: {e}"))?;
-        Ok(Ticker {
-            start,
-            interval_ns: millis.saturating_mul(1_000_000),
-            ticks: 0,
-            clients: HashSet::new(),
-        })
+        Ok(Ticker { start, interval_ns: millis.saturating_mul(1_000_000), ticks: 0, clients: HashSet::new() })
     }
 
     fn on_accept(&mut self, _listener: Listener, conn: Connection) {

@@ -6,11 +6,19 @@ use std::sync::Arc;
 
 use wasmtime::{Store, StoreLimitsBuilder, Trap, WasmBacktrace};
 
-use crate::runtime::bindings::{Callbacks, CloseReason, EofAction, Handler, ListenerInfo};
+use crate::runtime::bindings::{
+    Callbacks, CloseReason, ConnectError, DatagramCallbacks, EofAction, ListenerInfo, OutboundCallbacks,
+};
 use crate::runtime::load::{Module, Runtime};
-use crate::runtime::state::{GuestState, ListenerGrant};
+use crate::runtime::state::{GuestSetup, GuestState};
 use crate::runtime::ticker::EpochTicker;
 use crate::runtime::wasi;
+
+/// Bounds on what one guest's component may create.
+const MAX_INSTANCES: usize = 16;
+const MAX_TABLES: usize = 16;
+const MAX_MEMORIES: usize = 4;
+const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 /// A guest trapped (or failed to start). The instance is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -22,44 +30,47 @@ pub struct Fault {
     pub detail: String,
 }
 
+/// The guest's exported functions, resolved once at instantiation.
+struct Exports {
+    callbacks: Callbacks,
+    /// Present if the guest exports `outbound-callbacks`.
+    outbound: Option<OutboundCallbacks>,
+    /// Present if the guest exports `datagram-callbacks`.
+    datagrams: Option<DatagramCallbacks>,
+}
+
 pub struct Guest {
     store: Store<GuestState>,
-    handler: Handler,
+    exports: Exports,
     ticker: Arc<EpochTicker>,
     deadline_ticks: u64,
 }
 
 impl Guest {
     /// Instantiates `module` and runs its `init`.
-    pub fn start(
-        runtime: &Runtime,
-        module: &Module,
-        name: Arc<str>,
-        listeners: Vec<ListenerGrant>,
-        config: &str,
-    ) -> Result<Guest, Fault> {
+    pub fn start(runtime: &Runtime, module: &Module, setup: &GuestSetup) -> Result<Guest, Fault> {
+        let name = setup.name.clone();
+        let limits = &setup.limits;
         let store_limits = StoreLimitsBuilder::new()
-            .memory_size(runtime.config.max_memory)
+            .memory_size(limits.max_memory)
             .trap_on_grow_failure(true)
+            // A guest gets one instance (plus its WASI adapter's); tables and
+            // memories are bounded so a hostile component cannot multiply them.
+            .instances(MAX_INSTANCES)
+            .tables(MAX_TABLES)
+            .memories(MAX_MEMORIES)
+            .table_elements(MAX_TABLE_ELEMENTS)
             .build();
-        let infos: Vec<ListenerInfo> = listeners
+        let infos: Vec<ListenerInfo> = setup
+            .listeners
             .iter()
             .enumerate()
-            .map(|(i, l)| ListenerInfo {
-                handle: i as u64 + 1,
-                address: l.address.clone(),
-            })
+            .map(|(i, l)| ListenerInfo { handle: i as u64 + 1, address: l.address.clone() })
             .collect();
-        let state = GuestState::new(
-            name.clone(),
-            listeners,
-            runtime.config.limits.clone(),
-            store_limits,
-            wasi::context(&name),
-        );
+        let state = GuestState::new(setup, store_limits, wasi::context(&name));
         let mut store = Store::new(&runtime.engine, state);
         store.limiter(|s| &mut s.store_limits);
-        store.set_epoch_deadline(runtime.ticks(runtime.config.init_deadline));
+        store.set_epoch_deadline(runtime.ticks(limits.init_deadline));
         let fault = |what, e: wasmtime::Error| Fault {
             guest: name.clone(),
             callback: "instantiate",
@@ -67,17 +78,31 @@ impl Guest {
             detail: describe(&e),
         };
         runtime.ticker.enter();
-        let handler = module.pre.instantiate(&mut store);
+        let instance = module.pre.instantiate(&mut store);
         runtime.ticker.exit();
-        let handler = handler.map_err(|e| fault("failed", e))?;
+        let instance = instance.map_err(|e| fault("failed", e))?;
+        let indices = &module.exports;
+        let exports = Exports {
+            callbacks: indices.callbacks.load(&mut store, &instance).map_err(|e| fault("failed", e))?,
+            outbound: match &indices.outbound {
+                Some(i) => Some(i.load(&mut store, &instance).map_err(|e| fault("failed", e))?),
+                None => None,
+            },
+            datagrams: match &indices.datagrams {
+                Some(i) => Some(i.load(&mut store, &instance).map_err(|e| fault("failed", e))?),
+                None => None,
+            },
+        };
+        // `connect` refuses guests that could never learn the outcome.
+        store.data_mut().has_outbound = exports.outbound.is_some();
         let mut guest = Guest {
             store,
-            handler,
+            exports,
             ticker: runtime.ticker.clone(),
-            deadline_ticks: runtime.ticks(runtime.config.callback_deadline),
+            deadline_ticks: runtime.ticks(limits.callback_deadline),
         };
-        let init_ticks = runtime.ticks(runtime.config.init_deadline);
-        let result = guest.call_with("init", init_ticks, |c, s| c.call_init(s, config, &infos))?;
+        let init_ticks = runtime.ticks(limits.init_deadline);
+        let result = guest.call_with("init", init_ticks, |e, s| e.callbacks.call_init(s, &setup.config, &infos))?;
         result.map_err(|message| Fault {
             guest: name.clone(),
             callback: "init",
@@ -100,37 +125,61 @@ impl Guest {
     }
 
     pub fn on_accept(&mut self, listener: u64, conn: u64) -> Result<(), Fault> {
-        self.call("on-accept", |c, s| c.call_on_accept(s, listener, conn))
+        self.call("on-accept", |e, s| e.callbacks.call_on_accept(s, listener, conn))
     }
 
     pub fn on_data(&mut self, conn: u64, data: &[u8]) -> Result<(), Fault> {
-        self.call("on-data", |c, s| c.call_on_data(s, conn, data))
+        self.call("on-data", |e, s| e.callbacks.call_on_data(s, conn, data))
     }
 
     pub fn on_eof(&mut self, conn: u64) -> Result<EofAction, Fault> {
-        self.call("on-eof", |c, s| c.call_on_eof(s, conn))
+        self.call("on-eof", |e, s| e.callbacks.call_on_eof(s, conn))
     }
 
     pub fn on_writable(&mut self, conn: u64) -> Result<(), Fault> {
-        self.call("on-writable", |c, s| c.call_on_writable(s, conn))
+        self.call("on-writable", |e, s| e.callbacks.call_on_writable(s, conn))
     }
 
     pub fn on_close(&mut self, conn: u64, reason: &CloseReason) -> Result<(), Fault> {
-        self.call("on-close", |c, s| c.call_on_close(s, conn, reason))
+        self.call("on-close", |e, s| e.callbacks.call_on_close(s, conn, reason))
     }
 
     pub fn on_timer(&mut self, timer: u64) -> Result<(), Fault> {
-        self.call("on-timer", |c, s| c.call_on_timer(s, timer))
+        self.call("on-timer", |e, s| e.callbacks.call_on_timer(s, timer))
+    }
+
+    /// Whether the guest exports `outbound-callbacks` (needed to `connect`).
+    pub fn has_outbound(&self) -> bool {
+        self.exports.outbound.is_some()
+    }
+
+    /// Whether the guest exports `datagram-callbacks`.
+    pub fn has_datagrams(&self) -> bool {
+        self.exports.datagrams.is_some()
+    }
+
+    pub fn on_connect(&mut self, conn: u64, outcome: Result<(), ConnectError>) -> Result<(), Fault> {
+        self.call("on-connect", |e, s| match &e.outbound {
+            Some(o) => o.call_on_connect(s, conn, outcome),
+            None => Ok(()),
+        })
+    }
+
+    pub fn on_datagram(&mut self, socket: u64, peer: &str, data: &[u8]) -> Result<(), Fault> {
+        self.call("on-datagram", |e, s| match &e.datagrams {
+            Some(d) => d.call_on_datagram(s, socket, peer, data),
+            None => Ok(()),
+        })
     }
 
     pub fn on_shutdown(&mut self) -> Result<(), Fault> {
-        self.call("on-shutdown", |c, s| c.call_on_shutdown(s))
+        self.call("on-shutdown", |e, s| e.callbacks.call_on_shutdown(s))
     }
 
     fn call<R>(
         &mut self,
         callback: &'static str,
-        f: impl FnOnce(&Callbacks, &mut Store<GuestState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&Exports, &mut Store<GuestState>) -> wasmtime::Result<R>,
     ) -> Result<R, Fault> {
         self.call_with(callback, self.deadline_ticks, f)
     }
@@ -139,18 +188,13 @@ impl Guest {
         &mut self,
         callback: &'static str,
         ticks: u64,
-        f: impl FnOnce(&Callbacks, &mut Store<GuestState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&Exports, &mut Store<GuestState>) -> wasmtime::Result<R>,
     ) -> Result<R, Fault> {
         self.store.set_epoch_deadline(ticks);
         self.ticker.enter();
-        let result = f(self.handler.wasmloop_handler_callbacks(), &mut self.store);
+        let result = f(&self.exports, &mut self.store);
         self.ticker.exit();
-        result.map_err(|e| Fault {
-            guest: self.name().clone(),
-            callback,
-            what: "trapped",
-            detail: describe(&e),
-        })
+        result.map_err(|e| Fault { guest: self.name().clone(), callback, what: "trapped", detail: describe(&e) })
     }
 }
 
@@ -167,10 +211,7 @@ fn describe(e: &wasmtime::Error) -> String {
     };
     if let Some(bt) = e.downcast_ref::<WasmBacktrace>() {
         text.push('\n');
-        text.push_str(
-            bt.to_string()
-                .trim_start_matches("error while executing at "),
-        );
+        text.push_str(bt.to_string().trim_start_matches("error while executing at "));
     }
     text
 }

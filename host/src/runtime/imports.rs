@@ -7,7 +7,7 @@ use wasmloop_reactor::{TimerId, Token};
 use wasmtime::StoreContextMut;
 use wasmtime::component::{Linker, WasmList};
 
-use crate::runtime::bindings::wasmloop::handler::{clock, log, timers};
+use crate::runtime::bindings::wasmloop::handler::{clock, datagrams, log, outbound, timers};
 use crate::runtime::bindings::{CloseReason, ErrorCode, Level};
 use crate::runtime::state::GuestState;
 
@@ -22,108 +22,69 @@ const MIN_INTERVAL: Duration = Duration::from_millis(1);
 /// from guest memory to the socket without an intermediate `Vec`.
 pub fn add_connections(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
     let mut i = linker.instance("wasmloop:handler/connections@0.1.0")?;
-    i.func_wrap(
-        "write",
-        |store: StoreContextMut<'_, GuestState>, (h, data): (u64, WasmList<u8>)| -> Reply<u32> {
-            let state = store.data();
-            let conn = match state.connection(h) {
-                Ok(conn) => conn,
-                Err(e) => return Ok((Err(e),)),
-            };
-            if !conn.accepts_output() {
-                return Ok((Err(ErrorCode::Closed),));
+    i.func_wrap("write", |store: StoreContextMut<'_, GuestState>, (h, data): (u64, WasmList<u8>)| -> Reply<u32> {
+        let state = store.data();
+        let conn = match state.connection(h) {
+            Ok(conn) => conn,
+            Err(e) => return Ok((Err(e),)),
+        };
+        if !conn.accepts_output() {
+            return Ok((Err(ErrorCode::Closed),));
+        }
+        let taken = conn.write(data.as_le_slice(&store), &state.output);
+        if conn.failed.borrow().is_some() {
+            // The socket failed: the host finishes the connection after the
+            // callback, and the bytes are lost with it.
+            let _ = state.touch(h);
+            return Ok((Err(ErrorCode::Closed),));
+        }
+        Ok((Ok(taken as u32),))
+    })?;
+    i.func_wrap("notify-writable", |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<()> {
+        Ok((store.data().touch(h).map(|c| c.notify_writable.set(true)),))
+    })?;
+    i.func_wrap("pause-reading", |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<()> {
+        Ok((store.data().connection(h).map(|c| c.paused.set(true)),))
+    })?;
+    i.func_wrap("resume-reading", |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<()> {
+        Ok((store.data().touch(h).map(|c| {
+            c.paused.set(false);
+            c.resumed.set(true);
+        }),))
+    })?;
+    i.func_wrap("shutdown-write", |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<()> {
+        Ok((store.data().touch(h).and_then(|c| {
+            if c.accepts_output() {
+                c.shutdown_requested.set(true);
+                Ok(())
+            } else {
+                Err(ErrorCode::Closed)
             }
-            let taken = conn.write(data.as_le_slice(&store));
-            if conn.failed.borrow().is_some() {
-                // The socket failed: the host finishes the connection after the
-                // callback, and the bytes are lost with it.
-                let _ = state.touch(h);
-                return Ok((Err(ErrorCode::Closed),));
-            }
-            Ok((Ok(taken as u32),))
-        },
-    )?;
-    i.func_wrap(
-        "notify-writable",
-        |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<()> {
-            Ok((store.data().touch(h).map(|c| c.notify_writable.set(true)),))
-        },
-    )?;
-    i.func_wrap(
-        "pause-reading",
-        |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<()> {
-            Ok((store.data().connection(h).map(|c| c.paused.set(true)),))
-        },
-    )?;
-    i.func_wrap(
-        "resume-reading",
-        |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<()> {
-            Ok((store.data().touch(h).map(|c| {
-                c.paused.set(false);
-                c.resumed.set(true);
-            }),))
-        },
-    )?;
-    i.func_wrap(
-        "shutdown-write",
-        |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<()> {
-            Ok((store.data().touch(h).and_then(|c| {
-                if c.accepts_output() {
-                    c.shutdown_requested.set(true);
-                    Ok(())
-                } else {
-                    Err(ErrorCode::Closed)
-                }
-            }),))
-        },
-    )?;
-    i.func_wrap(
-        "close",
-        |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<()> {
-            Ok((store.data().touch(h).map(|c| {
-                c.closing.borrow_mut().get_or_insert(CloseReason::Local);
-            }),))
-        },
-    )?;
-    i.func_wrap(
-        "abort",
-        |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<()> {
-            Ok((store.data().touch(h).map(|c| {
-                c.abort.set(true);
-                *c.closing.borrow_mut() = Some(CloseReason::Local);
-            }),))
-        },
-    )?;
-    i.func_wrap(
-        "buffered",
-        |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<u32> {
-            Ok((store.data().connection(h).map(|c| c.buffered() as u32),))
-        },
-    )?;
-    i.func_wrap(
-        "peer-address",
-        |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<String> {
-            Ok((store
-                .data()
-                .connection(h)
-                .map(|c| address(c.socket.peer_addr())),))
-        },
-    )?;
-    i.func_wrap(
-        "local-address",
-        |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<String> {
-            Ok((store
-                .data()
-                .connection(h)
-                .map(|c| address(c.socket.local_addr())),))
-        },
-    )?;
-    i.func_wrap(
-        "listener-address",
-        |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<String> {
-            Ok((store.data().listener(h).map(|l| l.address.clone()),))
-        },
-    )?;
+        }),))
+    })?;
+    i.func_wrap("close", |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<()> {
+        Ok((store.data().touch(h).map(|c| {
+            c.closing.borrow_mut().get_or_insert(CloseReason::Local);
+        }),))
+    })?;
+    i.func_wrap("abort", |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<()> {
+        Ok((store.data().touch(h).map(|c| {
+            c.abort.set(true);
+            *c.closing.borrow_mut() = Some(CloseReason::Local);
+        }),))
+    })?;
+    i.func_wrap("buffered", |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<u32> {
+        Ok((store.data().connection(h).map(|c| c.buffered() as u32),))
+    })?;
+    i.func_wrap("peer-address", |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<String> {
+        Ok((store.data().connection(h).map(|c| address(c.socket.peer_addr())),))
+    })?;
+    i.func_wrap("local-address", |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<String> {
+        Ok((store.data().connection(h).map(|c| address(c.socket.local_addr())),))
+    })?;
+    i.func_wrap("listener-address", |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<String> {
+        Ok((store.data().listener(h).map(|l| l.address.clone()),))
+    })?;
     Ok(())
 }
 
@@ -145,26 +106,16 @@ impl timers::Host for GuestState {
     }
 
     fn cancel(&mut self, t: u64) -> Result<(), ErrorCode> {
-        if self.timers.cancel(TimerId::from_u64(t)) {
-            Ok(())
-        } else {
-            Err(ErrorCode::InvalidHandle)
-        }
+        if self.timers.cancel(TimerId::from_u64(t)) { Ok(()) } else { Err(ErrorCode::InvalidHandle) }
     }
 }
 
 impl GuestState {
-    fn start_timer(
-        &mut self,
-        delay: Duration,
-        interval: Option<Duration>,
-    ) -> Result<u64, ErrorCode> {
+    fn start_timer(&mut self, delay: Duration, interval: Option<Duration>) -> Result<u64, ErrorCode> {
         if self.timers.len() >= self.limits.max_timers {
             return Err(ErrorCode::LimitReached);
         }
-        let deadline = std::time::Instant::now()
-            .checked_add(delay)
-            .ok_or(ErrorCode::InvalidArgument)?;
+        let deadline = std::time::Instant::now().checked_add(delay).ok_or(ErrorCode::InvalidArgument)?;
         Ok(self.timers.insert(deadline, interval, Token(0)).to_u64())
     }
 }
@@ -203,13 +154,13 @@ impl wasmtime::component::HasData for HasSelf {
 /// All of our interfaces.
 pub fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
     add_connections(linker)?;
-    crate::runtime::bindings::wasmloop::handler::types::add_to_linker::<GuestState, HasSelf>(
-        linker,
-        |s| s,
-    )?;
+    crate::runtime::bindings::wasmloop::handler::types::add_to_linker::<GuestState, HasSelf>(linker, |s| s)?;
     timers::add_to_linker::<GuestState, HasSelf>(linker, |s| s)?;
     log::add_to_linker::<GuestState, HasSelf>(linker, |s| s)?;
     clock::add_to_linker::<GuestState, HasSelf>(linker, |s| s)?;
+    // `outbound` and `datagrams`: runtime/sockets.rs.
+    outbound::add_to_linker::<GuestState, HasSelf>(linker, |s| s)?;
+    datagrams::add_to_linker::<GuestState, HasSelf>(linker, |s| s)?;
     Ok(())
 }
 

@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, Engine};
 
-use crate::runtime::bindings::HandlerPre;
-use crate::runtime::state::{GuestLimits, GuestState};
+use crate::runtime::bindings::{CallbacksIndices, DatagramCallbacksIndices, OutboundCallbacksIndices};
+use crate::runtime::state::GuestState;
 use crate::runtime::ticker::EpochTicker;
 use crate::runtime::{imports, wasi};
 
@@ -17,38 +17,10 @@ use crate::runtime::{imports, wasi};
 /// callback deadlines.
 const EPOCH_PERIOD: Duration = Duration::from_millis(5);
 
-#[derive(Clone, Debug)]
-pub struct RuntimeConfig {
-    /// Longest a callback may run before it is trapped.
-    pub callback_deadline: Duration,
-    /// Longest `init` may run (language runtimes start slowly).
-    pub init_deadline: Duration,
-    /// Linear memory cap per guest.
-    pub max_memory: usize,
-    pub limits: GuestLimits,
-}
-
-impl Default for RuntimeConfig {
-    fn default() -> Self {
-        RuntimeConfig {
-            callback_deadline: Duration::from_millis(50),
-            init_deadline: Duration::from_secs(5),
-            max_memory: 64 << 20,
-            limits: GuestLimits {
-                max_output: 1 << 20,
-                max_timers: 10_000,
-            },
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot read {}: {}", path.display(), crate::os_error::describe(error))]
-    Read {
-        path: PathBuf,
-        error: std::io::Error,
-    },
+    Read { path: PathBuf, error: std::io::Error },
     #[error("{} is not a WebAssembly file (no wasm magic number)", path.display())]
     NotWasm { path: PathBuf },
     #[error(
@@ -66,19 +38,28 @@ pub enum LoadError {
 
 /// A compiled component, linked and checked against the world.
 pub struct Module {
-    pub(crate) pre: HandlerPre<GuestState>,
+    pub(crate) pre: InstancePre<GuestState>,
+    pub(crate) exports: ExportIndices,
     pub path: PathBuf,
+}
+
+/// Where a component's exported interfaces are: `callbacks` always, the
+/// optional ones if the guest has them.
+#[derive(Clone)]
+pub(crate) struct ExportIndices {
+    pub callbacks: CallbacksIndices,
+    pub outbound: Option<OutboundCallbacksIndices>,
+    pub datagrams: Option<DatagramCallbacksIndices>,
 }
 
 pub struct Runtime {
     pub(crate) engine: Engine,
     linker: Linker<GuestState>,
     pub(crate) ticker: Arc<EpochTicker>,
-    pub config: RuntimeConfig,
 }
 
 impl Runtime {
-    pub fn new(config: RuntimeConfig) -> anyhow::Result<Runtime> {
+    pub fn new() -> anyhow::Result<Runtime> {
         let mut wasm = Config::new();
         // Concurrency support makes every synchronous call about 3x slower
         // (shared/FINDINGS.md); our callbacks are synchronous by design.
@@ -90,22 +71,14 @@ impl Runtime {
         wasi::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
         imports::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
         let ticker = Arc::new(EpochTicker::start(engine.clone(), EPOCH_PERIOD)?);
-        Ok(Runtime {
-            engine,
-            linker,
-            ticker,
-            config,
-        })
+        Ok(Runtime { engine, linker, ticker })
     }
 
     /// Reads, compiles and links `path`. Compiling can take seconds for big
     /// components: callers on the loop thread should know that.
     pub fn load(&self, path: &Path) -> Result<Module, LoadError> {
         let path_buf = path.to_path_buf();
-        let bytes = std::fs::read(path).map_err(|error| LoadError::Read {
-            path: path_buf.clone(),
-            error,
-        })?;
+        let bytes = std::fs::read(path).map_err(|error| LoadError::Read { path: path_buf.clone(), error })?;
         match bytes.get(..8) {
             Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
                 return Err(LoadError::CoreModule { path: path_buf });
@@ -113,33 +86,25 @@ impl Runtime {
             Some([0, b'a', b's', b'm', ..]) => {}
             _ => return Err(LoadError::NotWasm { path: path_buf }),
         }
-        let component = Component::new(&self.engine, &bytes).map_err(|e| LoadError::Invalid {
-            path: path_buf.clone(),
-            reason: root_cause(&e),
-        })?;
+        let component = Component::new(&self.engine, &bytes)
+            .map_err(|e| LoadError::Invalid { path: path_buf.clone(), reason: root_cause(&e) })?;
         let pre = self.linker.instantiate_pre(&component).map_err(|e| {
             let reason = root_cause(&e);
             match between_backticks(&reason) {
                 Some(import) if reason.contains("matching implementation was not found") => {
-                    LoadError::UnknownImport {
-                        path: path_buf.clone(),
-                        import,
-                    }
+                    LoadError::UnknownImport { path: path_buf.clone(), import }
                 }
-                _ => LoadError::WrongWorld {
-                    path: path_buf.clone(),
-                    reason,
-                },
+                _ => LoadError::WrongWorld { path: path_buf.clone(), reason },
             }
         })?;
-        let pre = HandlerPre::new(pre).map_err(|e| LoadError::WrongWorld {
-            path: path_buf.clone(),
-            reason: root_cause(&e),
-        })?;
-        Ok(Module {
-            pre,
-            path: path_buf,
-        })
+        let callbacks = CallbacksIndices::new(&pre)
+            .map_err(|e| LoadError::WrongWorld { path: path_buf.clone(), reason: root_cause(&e) })?;
+        let exports = ExportIndices {
+            callbacks,
+            outbound: OutboundCallbacksIndices::new(&pre).ok(),
+            datagrams: DatagramCallbacksIndices::new(&pre).ok(),
+        };
+        Ok(Module { pre, exports, path: path_buf })
     }
 
     /// Epoch ticks that cover `deadline`, counting the tick in progress.

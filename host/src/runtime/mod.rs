@@ -5,6 +5,7 @@ pub mod bindings;
 mod guest;
 mod imports;
 mod load;
+mod sockets;
 mod state;
 mod stdio;
 mod ticker;
@@ -12,8 +13,9 @@ mod wasi;
 
 pub use guest::{Fault, Guest};
 pub use imports::monotonic_nanos;
-pub use load::{LoadError, Module, Runtime, RuntimeConfig};
-pub use state::{ConnKey, GuestLimits, GuestState, ListenerGrant};
+pub use load::{LoadError, Module, Runtime};
+pub use sockets::{MAX_DATAGRAM, connect_error};
+pub use state::{ConnKey, GuestLimits, GuestSetup, GuestState, ListenerGrant, UdpKey, UdpSocket};
 
 /// Runs `f` (the event loop) with a current-thread tokio context entered.
 ///

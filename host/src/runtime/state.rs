@@ -2,7 +2,10 @@
 //! nothing else. Like wasmtime-wasi's `WasiView`, one struct per store.
 
 use std::cell::RefCell;
+use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use slotmap::{Key, KeyData, SlotMap, new_key_type};
 use wasmloop_reactor::TimerHeap;
@@ -10,7 +13,8 @@ use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::connection::Connection;
+use crate::connection::{Connection, OutputBudget};
+use crate::grants::Grants;
 use crate::runtime::bindings::ErrorCode;
 
 new_key_type! {
@@ -29,7 +33,47 @@ impl ConnKey {
     }
 }
 
+new_key_type! {
+    /// A guest's UDP socket handle, like [`ConnKey`].
+    pub struct UdpKey;
+}
+
+impl UdpKey {
+    pub fn handle(self) -> u64 {
+        self.data().as_ffi()
+    }
+
+    pub fn from_handle(handle: u64) -> UdpKey {
+        KeyData::from_ffi(handle).into()
+    }
+}
+
+/// A bound UDP socket of a guest.
+pub struct UdpSocket {
+    pub socket: std::net::UdpSocket,
+    /// The reactor token (route) it is registered under;
+    /// [`UNREGISTERED`](crate::connection::UNREGISTERED) until the server
+    /// registers it after the callback that bound it.
+    pub token: u64,
+}
+
+/// How many denied addresses are remembered to log each denial once; past
+/// that, denials are no longer logged (a guest cannot grow the set forever).
+const DENIED_REMEMBERED: usize = 1024;
+
+/// Everything needed to start (and restart) one guest.
+#[derive(Clone, Debug)]
+pub struct GuestSetup {
+    pub name: Arc<str>,
+    pub listeners: Vec<ListenerGrant>,
+    /// The string handed to `init`.
+    pub config: String,
+    pub limits: GuestLimits,
+    pub grants: Grants,
+}
+
 /// A listener granted to the guest. Its handle is its index + 1.
+#[derive(Clone, Debug)]
 pub struct ListenerGrant {
     pub address: String,
 }
@@ -37,9 +81,38 @@ pub struct ListenerGrant {
 /// Limits that apply to one guest.
 #[derive(Clone, Debug)]
 pub struct GuestLimits {
+    /// Longest a callback may run before the guest is stopped (epoch
+    /// interruption).
+    pub callback_deadline: Duration,
+    /// Longest `init` may run (language runtimes start slowly).
+    pub init_deadline: Duration,
+    /// Linear memory, summed over the guest's memories.
+    pub max_memory: usize,
     /// Bytes the host buffers per connection beyond what the kernel takes.
     pub max_output: usize,
+    /// Bytes buffered over all of the guest's connections.
+    pub max_output_total: usize,
+    /// Open connections, inbound and outbound; excess inbound ones are
+    /// accepted and closed at once.
+    pub max_connections: usize,
+    /// Outbound connects not yet finished.
+    pub max_pending_connects: usize,
     pub max_timers: usize,
+}
+
+impl Default for GuestLimits {
+    fn default() -> Self {
+        GuestLimits {
+            callback_deadline: Duration::from_millis(50),
+            init_deadline: Duration::from_secs(5),
+            max_memory: 64 << 20,
+            max_output: 1 << 20,
+            max_output_total: 64 << 20,
+            max_connections: 10_000,
+            max_pending_connects: 64,
+            max_timers: 10_000,
+        }
+    }
 }
 
 pub struct GuestState {
@@ -53,26 +126,44 @@ pub struct GuestState {
     /// after the callback (close, resume, notify, half-close, failure).
     pub dirty: RefCell<Vec<ConnKey>>,
     pub limits: GuestLimits,
+    pub grants: Grants,
+    /// Output buffered over all connections, against `max_output_total`.
+    pub output: OutputBudget,
+    /// The guest's UDP sockets.
+    pub udp: SlotMap<UdpKey, UdpSocket>,
+    /// Sockets bound during a callback, for the server to register after it.
+    pub udp_new: Vec<UdpKey>,
+    /// Sockets closed during a callback, for the server to deregister (then
+    /// close) after it.
+    pub udp_closed: Vec<UdpSocket>,
+    /// Whether the guest exports `outbound-callbacks`; `connect` needs it.
+    pub has_outbound: bool,
+    /// Addresses already logged as denied (see [`GuestState::log_denied`]).
+    denied: HashSet<(&'static str, SocketAddr)>,
+    /// `connect` without `outbound-callbacks` was logged.
+    pub logged_no_outbound: bool,
     pub store_limits: StoreLimits,
     wasi: WasiCtx,
     table: ResourceTable,
 }
 
 impl GuestState {
-    pub fn new(
-        name: Arc<str>,
-        listeners: Vec<ListenerGrant>,
-        limits: GuestLimits,
-        store_limits: StoreLimits,
-        wasi: WasiCtx,
-    ) -> GuestState {
+    pub fn new(setup: &GuestSetup, store_limits: StoreLimits, wasi: WasiCtx) -> GuestState {
         GuestState {
-            name,
+            name: setup.name.clone(),
             connections: SlotMap::with_key(),
-            listeners,
+            listeners: setup.listeners.clone(),
             timers: TimerHeap::new(),
             dirty: RefCell::new(Vec::new()),
-            limits,
+            limits: setup.limits.clone(),
+            grants: setup.grants.clone(),
+            output: OutputBudget::new(setup.limits.max_output_total),
+            udp: SlotMap::with_key(),
+            udp_new: Vec::new(),
+            udp_closed: Vec::new(),
+            has_outbound: false,
+            denied: HashSet::new(),
+            logged_no_outbound: false,
             store_limits,
             wasi,
             table: ResourceTable::new(),
@@ -81,9 +172,7 @@ impl GuestState {
 
     /// The live connection behind `handle`, if it is this guest's.
     pub fn connection(&self, handle: u64) -> Result<&Connection, ErrorCode> {
-        self.connections
-            .get(ConnKey::from_handle(handle))
-            .ok_or(ErrorCode::InvalidHandle)
+        self.connections.get(ConnKey::from_handle(handle)).ok_or(ErrorCode::InvalidHandle)
     }
 
     /// Like [`GuestState::connection`], and marks the connection for the
@@ -93,6 +182,18 @@ impl GuestState {
         let conn = self.connections.get(key).ok_or(ErrorCode::InvalidHandle)?;
         self.dirty.borrow_mut().push(key);
         Ok(conn)
+    }
+
+    /// Logs a warning, once per action and address, that the guest was
+    /// refused `addr`. `what` is the action ("connect to", "send to", "UDP
+    /// bind on"), `why` the grant that is missing.
+    pub fn log_denied(&mut self, what: &'static str, addr: SocketAddr, why: &str) {
+        if self.denied.len() >= DENIED_REMEMBERED || !self.denied.insert((what, addr)) {
+            return;
+        }
+        let guest = &*self.name;
+        let more = if self.denied.len() == DENIED_REMEMBERED { " (further denials are not logged)" } else { "" };
+        tracing::warn!(guest, "{what} {addr} denied: {why}{more}");
     }
 
     pub fn listener(&self, handle: u64) -> Result<&ListenerGrant, ErrorCode> {
@@ -106,9 +207,6 @@ impl GuestState {
 
 impl WasiView for GuestState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }

@@ -32,29 +32,24 @@ impl EpochTicker {
             stop: AtomicBool::new(false),
         });
         let ticker = shared.clone();
-        let thread = thread::Builder::new()
-            .name("epoch-ticker".into())
-            .spawn(move || {
-                while !ticker.stop.load(SeqCst) {
-                    if !ticker.busy.load(SeqCst) {
-                        // Publish `parked` before re-checking `busy`: `enter`
-                        // stores `busy` before loading `parked`, so one of the two
-                        // sees the other and no wakeup is lost.
-                        ticker.parked.store(true, SeqCst);
-                        if !ticker.busy.load(SeqCst) && !ticker.stop.load(SeqCst) {
-                            thread::park();
-                        }
-                        ticker.parked.store(false, SeqCst);
-                        continue;
+        let thread = thread::Builder::new().name("epoch-ticker".into()).spawn(move || {
+            while !ticker.stop.load(SeqCst) {
+                if !ticker.busy.load(SeqCst) {
+                    // Publish `parked` before re-checking `busy`: `enter`
+                    // stores `busy` before loading `parked`, so one of the two
+                    // sees the other and no wakeup is lost.
+                    ticker.parked.store(true, SeqCst);
+                    if !ticker.busy.load(SeqCst) && !ticker.stop.load(SeqCst) {
+                        thread::park();
                     }
-                    thread::sleep(period);
-                    ticker.engine.increment_epoch();
+                    ticker.parked.store(false, SeqCst);
+                    continue;
                 }
-            })?;
-        Ok(EpochTicker {
-            shared,
-            thread: Some(thread),
-        })
+                thread::sleep(period);
+                ticker.engine.increment_epoch();
+            }
+        })?;
+        Ok(EpochTicker { shared, thread: Some(thread) })
     }
 
     /// A callback starts: make sure the ticker runs.

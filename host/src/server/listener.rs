@@ -23,22 +23,10 @@ const BACKLOG: i32 = 4096;
 
 /// Binds a non-blocking, close-on-exec listener.
 pub fn bind(address: SocketAddr) -> Result<TcpListener, BindError> {
-    let fail = |e: Errno| BindError {
-        address,
-        error: e.into(),
-    };
-    let family = if address.is_ipv4() {
-        AddressFamily::INET
-    } else {
-        AddressFamily::INET6
-    };
-    let fd = rustix::net::socket_with(
-        family,
-        SocketType::STREAM,
-        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
-        None,
-    )
-    .map_err(fail)?;
+    let fail = |e: Errno| BindError { address, error: e.into() };
+    let family = if address.is_ipv4() { AddressFamily::INET } else { AddressFamily::INET6 };
+    let fd = rustix::net::socket_with(family, SocketType::STREAM, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC, None)
+        .map_err(fail)?;
     // Restarting the host must not wait for TIME_WAIT connections to expire.
     sockopt::set_socket_reuseaddr(&fd, true).map_err(fail)?;
     rustix::net::bind(&fd, &address).map_err(fail)?;
@@ -85,30 +73,15 @@ pub(super) enum Accepted {
 }
 
 impl Listener {
-    pub fn new(
-        socket: TcpListener,
-        guest: GuestKey,
-        handle: u64,
-        route: RouteKey,
-    ) -> io::Result<Listener> {
+    pub fn new(socket: TcpListener, guest: GuestKey, handle: u64, route: RouteKey) -> io::Result<Listener> {
         debug_assert!(!route.is_null());
-        Ok(Listener {
-            socket,
-            guest,
-            handle,
-            route,
-            reserve: Some(File::open("/dev/null")?),
-            last_warning: None,
-        })
+        Ok(Listener { socket, guest, handle, route, reserve: Some(File::open("/dev/null")?), last_warning: None })
     }
 
     pub fn accept(&mut self) -> Accepted {
         let mut shed = 0;
         loop {
-            match rustix::net::accept_with(
-                &self.socket,
-                SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
-            ) {
+            match rustix::net::accept_with(&self.socket, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC) {
                 Ok(fd) => return Accepted::Stream(TcpStream::from(fd)),
                 Err(Errno::AGAIN) => return Accepted::Drained,
                 // The peer gave up before we got to it; try the next one.
@@ -145,15 +118,9 @@ impl Listener {
 
     fn warn(&mut self, e: Errno) {
         let now = Instant::now();
-        if self
-            .last_warning
-            .is_none_or(|t| now.duration_since(t).as_secs() >= 1)
-        {
+        if self.last_warning.is_none_or(|t| now.duration_since(t).as_secs() >= 1) {
             self.last_warning = Some(now);
-            warn!(
-                "accept failed: {}; refusing connections until descriptors free up",
-                io::Error::from(e)
-            );
+            warn!("accept failed: {}; refusing connections until descriptors free up", io::Error::from(e));
         }
     }
 }

@@ -5,23 +5,26 @@
 //! right after it returns, and any callback that this causes (`on-close`,
 //! `on-writable`, reading resumed data) is queued for the deferred phase.
 
+mod faults;
 mod listener;
 mod signals;
 
 use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use slotmap::{Key, KeyData, SlotMap, new_key_type};
 use tracing::{debug, error, info, warn};
 use wasmloop_reactor::{Event, Expired, Handler, Interest, Reactor, TimerId, Token};
 
+use crate::config::FaultPolicy;
 use crate::connection::{Connection, Settled, close_reason};
+use crate::grants::Grants;
 use crate::runtime::bindings::{CloseReason, EofAction};
-use crate::runtime::{ConnKey, Fault, Guest, ListenerGrant, Runtime};
+use crate::runtime::{ConnKey, Fault, Guest, GuestLimits, GuestSetup, ListenerGrant, Module, Runtime};
 
+use faults::{FaultHistory, Next};
 pub use listener::bind;
 use listener::{Accepted, Listener};
 use signals::Signals;
@@ -45,19 +48,20 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig {
-            linger: Duration::from_secs(10),
-            shutdown_timeout: Duration::from_secs(5),
-        }
+        ServerConfig { linger: Duration::from_secs(10), shutdown_timeout: Duration::from_secs(5) }
     }
 }
 
 /// One guest as the operator describes it.
 pub struct GuestSpec {
     pub name: String,
-    pub module: crate::runtime::Module,
+    pub module: Module,
     pub listeners: Vec<std::net::TcpListener>,
+    /// The string handed to the guest's `init`.
     pub config: String,
+    pub limits: GuestLimits,
+    pub grants: Grants,
+    pub on_fault: FaultPolicy,
 }
 
 new_key_type! {
@@ -71,6 +75,8 @@ enum Route {
     Listener(usize),
     Connection(GuestKey, ConnKey),
     GuestTimers(GuestKey),
+    /// The backoff before restarting a faulted guest.
+    Restart(GuestKey),
     Signals,
     ShutdownDeadline,
 }
@@ -84,11 +90,20 @@ enum Deferred {
 }
 
 struct GuestSlot {
-    /// `None` once the guest has faulted.
+    /// `None` while the guest is down (faulted, waiting to restart, or
+    /// stopped).
     guest: Option<Guest>,
+    /// What restarting it needs.
+    module: Module,
+    setup: GuestSetup,
+    on_fault: FaultPolicy,
+    faults: FaultHistory,
     timer_route: RouteKey,
+    restart_route: RouteKey,
     /// The loop timer armed at the guest's earliest timer deadline.
     armed: Option<(TimerId, Instant)>,
+    /// When the connection limit was last reported (rate-limits the log).
+    refused_warning: Option<Instant>,
 }
 
 pub struct Server {
@@ -101,6 +116,8 @@ pub struct Server {
     deferred: VecDeque<Deferred>,
     read_buf: Box<[u8]>,
     shutting_down: bool,
+    /// Set when a guest's fault policy stops the host.
+    exit_reason: Option<String>,
 }
 
 fn token(key: RouteKey) -> Token {
@@ -123,6 +140,7 @@ impl Server {
             deferred: VecDeque::new(),
             read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
             shutting_down: false,
+            exit_reason: None,
         }
     }
 
@@ -142,28 +160,32 @@ impl Server {
     /// Starts a guest (instantiate + `init`) and starts accepting on its
     /// listeners.
     pub fn add_guest(&mut self, reactor: &mut Reactor, spec: GuestSpec) -> anyhow::Result<()> {
-        let grants = spec
+        let listeners = spec
             .listeners
             .iter()
-            .map(|l| {
-                Ok(ListenerGrant {
-                    address: l.local_addr()?.to_string(),
-                })
-            })
+            .map(|l| Ok(ListenerGrant { address: l.local_addr()?.to_string() }))
             .collect::<io::Result<Vec<_>>>()?;
-        let name: Arc<str> = spec.name.into();
-        let guest = Guest::start(
-            &self.runtime,
-            &spec.module,
-            name.clone(),
-            grants,
-            &spec.config,
-        )?;
+        let setup = GuestSetup {
+            name: spec.name.into(),
+            listeners,
+            config: spec.config,
+            limits: spec.limits,
+            grants: spec.grants,
+        };
+        let name = setup.name.clone();
+        // A guest that cannot start at all is an operator error: no restarts.
+        let guest = Guest::start(&self.runtime, &spec.module, &setup)?;
         let routes = &mut self.routes;
         let g = self.guests.insert_with_key(|g| GuestSlot {
             guest: Some(guest),
+            module: spec.module,
+            setup,
+            on_fault: spec.on_fault,
+            faults: FaultHistory::default(),
             timer_route: routes.insert(Route::GuestTimers(g)),
+            restart_route: routes.insert(Route::Restart(g)),
             armed: None,
+            refused_warning: None,
         });
         for (i, socket) in spec.listeners.into_iter().enumerate() {
             let index = self.listeners.len();
@@ -171,8 +193,7 @@ impl Server {
             let address: SocketAddr = socket.local_addr()?;
             reactor.add(&socket, token(route), Interest::READABLE)?;
             info!(guest = &*name, "listening on {address}");
-            self.listeners
-                .push(Listener::new(socket, g, i as u64 + 1, route)?);
+            self.listeners.push(Listener::new(socket, g, i as u64 + 1, route)?);
         }
         self.settle(reactor, g);
         Ok(())
@@ -235,10 +256,9 @@ impl Server {
     /// Brings one connection's socket in line with its state: flush, FIN,
     /// close, or queue the callbacks the guest asked for.
     fn settle_connection(&mut self, reactor: &mut Reactor, g: GuestKey, c: ConnKey) {
-        let Some(conn) = self.connection(g, c) else {
-            return;
-        };
-        let next = conn.settle();
+        let Some(state) = self.guests.get(g).and_then(|s| s.guest.as_ref()).map(|g| g.state()) else { return };
+        let Some(conn) = state.connections.get(c) else { return };
+        let next = conn.settle(&state.output);
         let token = Token(conn.token);
         match next {
             Settled::Finish(reason, reset) => self.finish(reactor, g, c, reason, reset),
@@ -259,13 +279,7 @@ impl Server {
     }
 
     fn connection(&self, g: GuestKey, c: ConnKey) -> Option<&Connection> {
-        self.guests
-            .get(g)?
-            .guest
-            .as_ref()?
-            .state()
-            .connections
-            .get(c)
+        self.guests.get(g)?.guest.as_ref()?.state().connections.get(c)
     }
 
     fn defer(&mut self, reactor: &mut Reactor, work: Deferred) {
@@ -274,20 +288,14 @@ impl Server {
     }
 
     /// Removes a connection: deregister, close, and queue `on-close`.
-    fn finish(
-        &mut self,
-        reactor: &mut Reactor,
-        g: GuestKey,
-        c: ConnKey,
-        reason: CloseReason,
-        reset: bool,
-    ) {
+    fn finish(&mut self, reactor: &mut Reactor, g: GuestKey, c: ConnKey, reason: CloseReason, reset: bool) {
         let Some(guest) = self.guests.get_mut(g).and_then(|s| s.guest.as_mut()) else {
             return;
         };
         let Some(conn) = guest.state_mut().connections.remove(c) else {
             return;
         };
+        guest.state().output.release(conn.buffered());
         // Deregister before close: a closed descriptor number can be reused
         // at once, and epoll would keep watching the old file.
         let _ = reactor.delete(&conn.socket);
@@ -299,30 +307,78 @@ impl Server {
         self.defer(reactor, Deferred::Closed(g, c.handle(), reason));
     }
 
-    /// A guest faulted: log it, close its connections, drop its instance.
+    /// A guest faulted: log it, close its connections, drop its instance,
+    /// then apply its fault policy.
     fn tear_down(&mut self, reactor: &mut Reactor, g: GuestKey, fault: &Fault) {
-        let Some(slot) = self.guests.get_mut(g) else {
-            return;
-        };
-        let Some(mut guest) = slot.guest.take() else {
-            return;
-        };
+        let Some(slot) = self.guests.get_mut(g) else { return };
+        let Some(mut guest) = slot.guest.take() else { return };
         if let Some((id, _)) = slot.armed.take() {
             reactor.cancel_timer(id);
         }
         let connections = guest.state().connections.len();
-        error!(
-            guest = &**guest.name(),
-            callback = fault.callback,
-            connections,
-            "{fault}"
-        );
+        error!(guest = &*slot.setup.name, callback = fault.callback, connections, "{fault}");
         for (_, conn) in guest.state_mut().connections.drain() {
             let _ = reactor.delete(&conn.socket);
             self.routes.remove(route_key(Token(conn.token)));
+            // A reset tells the peer the connection died, not that it ended.
+            conn.set_reset_on_close();
         }
         drop(guest);
+        self.apply_fault_policy(reactor, g);
+    }
+
+    /// Restart after a backoff (or stop in a crash loop), stay stopped, or
+    /// stop the host.
+    fn apply_fault_policy(&mut self, reactor: &mut Reactor, g: GuestKey) {
+        let Some(slot) = self.guests.get_mut(g) else { return };
+        let name = slot.setup.name.clone();
+        match slot.on_fault {
+            FaultPolicy::Restart => match slot.faults.record(Instant::now()) {
+                Next::RestartAfter(delay) => {
+                    warn!(guest = &*name, "restarting in {delay:?}");
+                    reactor.set_timeout(delay, token(slot.restart_route));
+                }
+                Next::CrashLoop => error!(
+                    guest = &*name,
+                    "crash loop: {} faults within {:?}; the guest stays stopped",
+                    slot.faults.count(),
+                    faults::CRASH_WINDOW
+                ),
+            },
+            FaultPolicy::Stop => warn!(guest = &*name, "the guest stays stopped (on-fault = stop)"),
+            FaultPolicy::Exit => {
+                self.exit_reason = Some(format!("guest `{name}` faulted and on-fault = exit"));
+                reactor.stop();
+            }
+        }
         self.stop_if_done(reactor);
+    }
+
+    /// The backoff after a fault ran out: start a fresh instance. A failed
+    /// start counts as a fault, so a guest whose `init` keeps trapping ends
+    /// in a crash loop.
+    fn restart(&mut self, reactor: &mut Reactor, g: GuestKey) {
+        let Some(slot) = self.guests.get_mut(g) else { return };
+        if slot.guest.is_some() || self.shutting_down {
+            return;
+        }
+        match Guest::start(&self.runtime, &slot.module, &slot.setup) {
+            Ok(guest) => {
+                info!(guest = &*slot.setup.name, "restarted");
+                slot.guest = Some(guest);
+                self.settle(reactor, g);
+            }
+            Err(fault) => {
+                error!(guest = &*slot.setup.name, callback = fault.callback, "{fault}");
+                self.apply_fault_policy(reactor, g);
+            }
+        }
+    }
+
+    /// Why the host should exit with an error, if a guest asked for that
+    /// (`on-fault = exit`).
+    pub fn exit_reason(&self) -> Option<&str> {
+        self.exit_reason.as_deref()
     }
 
     // ---- IO ---------------------------------------------------------------
@@ -348,10 +404,22 @@ impl Server {
     fn adopt(&mut self, reactor: &mut Reactor, index: usize, stream: TcpStream) {
         let listener = &self.listeners[index];
         let (g, handle) = (listener.guest, listener.handle);
-        let Some(guest) = self.guests.get_mut(g).and_then(|s| s.guest.as_mut()) else {
-            debug!("refusing a connection: its guest is down");
+        let Some(slot) = self.guests.get_mut(g) else { return };
+        let Some(guest) = slot.guest.as_mut() else {
+            debug!(guest = &*slot.setup.name, "refusing a connection: the guest is down");
             return;
         };
+        let limit = guest.state().limits.max_connections;
+        if guest.state().connections.len() >= limit {
+            // Accepted and closed at once: the peer learns now, instead of
+            // waiting in the backlog for a slot.
+            let now = Instant::now();
+            if slot.refused_warning.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+                slot.refused_warning = Some(now);
+                warn!(guest = &*slot.setup.name, "at its connection limit ({limit}): refusing connections");
+            }
+            return;
+        }
         // Small messages go out at once (no Nagle delay).
         let _ = stream.set_nodelay(true);
         let max_output = guest.state().limits.max_output;
@@ -398,9 +466,7 @@ impl Server {
                     if action == Some(EofAction::Close)
                         && let Some(conn) = self.connection(g, c)
                     {
-                        conn.closing
-                            .borrow_mut()
-                            .get_or_insert(CloseReason::PeerClosed);
+                        conn.closing.borrow_mut().get_or_insert(CloseReason::PeerClosed);
                         self.settle_connection(reactor, g, c);
                     }
                     break;
@@ -450,9 +516,7 @@ impl Server {
                 continue;
             };
             for (c, conn) in &guest.state().connections {
-                conn.closing
-                    .borrow_mut()
-                    .get_or_insert(CloseReason::HostShutdown);
+                conn.closing.borrow_mut().get_or_insert(CloseReason::HostShutdown);
                 guest.state().dirty.borrow_mut().push(c);
             }
             self.settle(reactor, g);
@@ -477,12 +541,8 @@ impl Server {
         if !self.shutting_down {
             return;
         }
-        let open: usize = self
-            .guests
-            .values()
-            .filter_map(|s| s.guest.as_ref())
-            .map(|g| g.state().connections.len())
-            .sum();
+        let open: usize =
+            self.guests.values().filter_map(|s| s.guest.as_ref()).map(|g| g.state().connections.len()).sum();
         if open == 0 && self.deferred.is_empty() {
             info!("all connections closed; exiting");
             reactor.stop();
@@ -507,10 +567,7 @@ impl Server {
                 break;
             };
             let timer = expired.id.to_u64();
-            if self
-                .call(reactor, g, |guest| guest.on_timer(timer))
-                .is_none()
-            {
+            if self.call(reactor, g, |guest| guest.on_timer(timer)).is_none() {
                 return;
             }
         }
@@ -538,7 +595,7 @@ impl Handler for Server {
                     self.begin_shutdown(reactor);
                 }
             }
-            Route::GuestTimers(_) | Route::ShutdownDeadline => {}
+            Route::GuestTimers(_) | Route::Restart(_) | Route::ShutdownDeadline => {}
         }
     }
 
@@ -551,12 +608,11 @@ impl Handler for Server {
             // The linger time of a closing connection ran out.
             Route::Connection(g, c) => {
                 debug!("linger timeout: resetting a connection that would not drain");
-                let reason = self
-                    .connection(g, c)
-                    .and_then(|conn| conn.closing.borrow().clone());
+                let reason = self.connection(g, c).and_then(|conn| conn.closing.borrow().clone());
                 self.finish(reactor, g, c, reason.unwrap_or(CloseReason::Local), true);
             }
             Route::Listener(index) => self.accept(reactor, index),
+            Route::Restart(g) => self.restart(reactor, g),
             Route::ShutdownDeadline => {
                 warn!("shutdown timeout: closing connections that did not drain");
                 self.abort_all(reactor);

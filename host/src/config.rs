@@ -1,0 +1,164 @@
+//! `host run --config host.toml`: several guests on one loop, each with its
+//! own listeners, grants and limits. `examples/host.toml` is the annotated
+//! reference. Errors name the file, the key and the problem on one line.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::grants::{AllowRule, Allowlist, Grants};
+use crate::runtime::GuestLimits;
+
+/// What happens when a guest traps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultPolicy {
+    /// Start a fresh instance after a backoff; stop after a crash loop.
+    Restart,
+    /// Leave the guest stopped; the host keeps serving the others.
+    Stop,
+    /// Stop the whole host with a non-zero exit.
+    Exit,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// On SIGINT/SIGTERM, how long to let output drain.
+    #[serde(default = "default_shutdown_timeout_ms")]
+    pub shutdown_timeout_ms: u64,
+    #[serde(rename = "guest", default)]
+    pub guests: Vec<GuestConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestConfig {
+    pub name: String,
+    /// Relative paths are relative to the config file.
+    pub module: PathBuf,
+    #[serde(default)]
+    pub listen: Vec<SocketAddr>,
+    /// The string handed to the guest's `init`.
+    #[serde(default)]
+    pub config: String,
+    /// Outbound allowlist (TCP connect and UDP send).
+    #[serde(default)]
+    pub connect: Vec<String>,
+    /// Addresses the guest may bind UDP sockets on.
+    #[serde(default)]
+    pub udp: Vec<SocketAddr>,
+    #[serde(default = "default_on_fault")]
+    pub on_fault: FaultPolicy,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// Per-guest limits; anything left out keeps its default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub callback_deadline_ms: Option<u64>,
+    pub init_deadline_ms: Option<u64>,
+    pub max_memory_mib: Option<usize>,
+    pub max_output: Option<usize>,
+    pub max_output_total: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub max_pending_connects: Option<usize>,
+    pub max_timers: Option<usize>,
+}
+
+impl LimitsConfig {
+    pub fn apply(&self, mut limits: GuestLimits) -> GuestLimits {
+        let ms = Duration::from_millis;
+        if let Some(v) = self.callback_deadline_ms {
+            limits.callback_deadline = ms(v);
+        }
+        if let Some(v) = self.init_deadline_ms {
+            limits.init_deadline = ms(v);
+        }
+        if let Some(v) = self.max_memory_mib {
+            limits.max_memory = v << 20;
+        }
+        let counts = [
+            (self.max_output, &mut limits.max_output),
+            (self.max_output_total, &mut limits.max_output_total),
+            (self.max_connections, &mut limits.max_connections),
+            (self.max_pending_connects, &mut limits.max_pending_connects),
+            (self.max_timers, &mut limits.max_timers),
+        ];
+        for (value, field) in counts {
+            if let Some(v) = value {
+                *field = v;
+            }
+        }
+        limits
+    }
+}
+
+fn default_shutdown_timeout_ms() -> u64 {
+    5_000
+}
+
+fn default_on_fault() -> FaultPolicy {
+    FaultPolicy::Restart
+}
+
+/// A config problem, as one line: `host.toml: guest[1].limits.max_timers: invalid type ... (line 12)`.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {problem}", file.display())]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problem: String,
+}
+
+impl HostConfig {
+    pub fn load(file: &Path) -> Result<HostConfig, ConfigError> {
+        let fail = |problem: String| ConfigError { file: file.to_path_buf(), problem };
+        let text = std::fs::read_to_string(file).map_err(|e| fail(crate::os_error::describe(&e)))?;
+        let document = toml::de::Deserializer::parse(&text).map_err(|e| fail(toml_problem(&text, &e)))?;
+        let mut config: HostConfig = serde_path_to_error::deserialize(document).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            fail(format!("{path}: {}", toml_problem(&text, &inner)))
+        })?;
+        if config.guests.is_empty() {
+            return Err(fail("no [[guest]] entries".into()));
+        }
+        let base = file.parent().unwrap_or(Path::new("."));
+        let mut names = HashSet::new();
+        for (i, guest) in config.guests.iter_mut().enumerate() {
+            if guest.module.is_relative() {
+                guest.module = base.join(&guest.module);
+            }
+            if !names.insert(guest.name.clone()) {
+                return Err(fail(format!("guest[{i}].name: `{}` is used by another guest", guest.name)));
+            }
+            for rule in &guest.connect {
+                rule.parse::<AllowRule>().map_err(|e| fail(format!("guest[{i}].connect: {e}")))?;
+            }
+        }
+        Ok(config)
+    }
+}
+
+impl GuestConfig {
+    pub fn grants(&self) -> Grants {
+        let rules = self.connect.iter().filter_map(|r| r.parse().ok()).collect();
+        Grants { connect: Allowlist::new(rules), udp: self.udp.clone() }
+    }
+}
+
+/// The message of a TOML error, with the line it is on, without the
+/// multi-line source excerpt the Display form carries.
+fn toml_problem(text: &str, e: &toml::de::Error) -> String {
+    let line = e.span().map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+    let message = e.message().trim_end_matches('\n').replace('\n', " ");
+    match line {
+        Some(line) => format!("{message} (line {line})"),
+        None => message,
+    }
+}
