@@ -177,3 +177,53 @@ fn run_help_documents_the_options_and_exits_0() {
         assert!(out.stderr.is_empty(), "stderr: {}", out.stderr);
     });
 }
+
+// ---- `--config FILE`: several guests, errors naming file, key and problem.
+
+fn run_config(name: &str, toml: &str) -> Output {
+    let path = scratch_file(name, toml.as_bytes());
+    host(&["run", "--config", path.to_str().unwrap()])
+}
+
+#[test]
+fn a_config_value_of_the_wrong_type_names_file_key_and_line() {
+    let out = run_config(
+        "wrong-type.toml",
+        "[[guest]]\nname = \"a\"\nmodule = \"a.wasm\"\n[guest.limits]\nmax_timers = \"lots\"\n",
+    );
+    assert_one_line_error(&out, 1, &["wrong-type.toml", "guest[0].limits.max_timers", "invalid type", "line 5"]);
+}
+
+#[test]
+fn an_unknown_config_key_is_named_with_the_keys_that_exist() {
+    let out = run_config("unknown-key.toml", "[[guest]]\nname = \"a\"\nmodul = \"a.wasm\"\n");
+    assert_one_line_error(&out, 1, &["unknown-key.toml", "guest[0].modul", "unknown field", "`module`", "line 3"]);
+}
+
+#[test]
+fn a_bad_allowlist_rule_in_the_config_is_named() {
+    let out = run_config("bad-rule.toml", "[[guest]]\nname = \"a\"\nmodule = \"a.wasm\"\nconnect = [\"nope\"]\n");
+    assert_one_line_error(&out, 1, &["bad-rule.toml", "guest[0].connect", "`nope`", "no port"]);
+}
+
+#[test]
+fn two_guests_with_one_name_are_refused() {
+    let out = run_config(
+        "same-name.toml",
+        "[[guest]]\nname = \"a\"\nmodule = \"a.wasm\"\n[[guest]]\nname = \"a\"\nmodule = \"b.wasm\"\n",
+    );
+    assert_one_line_error(&out, 1, &["same-name.toml", "guest[1].name", "used by another guest"]);
+}
+
+#[test]
+fn a_config_and_a_module_together_are_an_argument_error() {
+    let path = scratch_file("both.toml", b"");
+    let out = host(&["run", "x.wasm", "--config", path.to_str().unwrap()]);
+    assert_one_line_error(&out, 2, &["--config"]);
+}
+
+#[test]
+fn a_bad_allowlist_flag_is_an_argument_error() {
+    let out = host(&["run", "x.wasm", "--listen", "127.0.0.1:0", "--connect", "10.0.0.0/8"]);
+    assert_one_line_error(&out, 2, &["--connect", "no port"]);
+}

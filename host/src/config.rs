@@ -155,7 +155,7 @@ impl GuestConfig {
 /// The message of a TOML error, with the line it is on, without the
 /// multi-line source excerpt the Display form carries.
 fn toml_problem(text: &str, e: &toml::de::Error) -> String {
-    let line = e.span().map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+    let line = e.span().map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
     let message = e.message().trim_end_matches('\n').replace('\n', " ");
     match line {
         Some(line) => format!("{message} (line {line})"),
