@@ -17,8 +17,14 @@ impl Connection {
     ///
     /// Returns at once with the new connection's handle; the outcome comes
     /// later, in [`Handler::on_connect`](crate::Handler::on_connect). No other
-    /// callback arrives for the connection before that one. Writes made
-    /// meanwhile are buffered and sent once connected.
+    /// callback arrives for the connection before that one. Meanwhile the
+    /// connection can be used as usual, but nothing reaches the socket yet:
+    /// [`write`](Self::write) buffers (up to the host's per-connection limit)
+    /// and the bytes are sent once connected; [`close`](Self::close) lets the
+    /// connect finish, sends the buffered bytes and closes
+    /// (`on_connect(Ok)` then `on_close`); [`abort`](Self::abort) cancels the
+    /// connect (`on_close` only). Every connection from `connect` ends with
+    /// exactly one of `on_connect(Err(..))` or `on_close`.
     ///
     /// The operator must allow the address (`--connect`); otherwise this
     /// fails with [`ConnectError::Denied`].
@@ -95,6 +101,14 @@ impl Connection {
     pub fn raw(&self) -> u64 {
         self.0
     }
+
+    /// A wrapper around any integer, for tests that hand the host forged or
+    /// stale handles. A handle the host did not give this guest is refused
+    /// with [`Error::InvalidHandle`](crate::Error::InvalidHandle).
+    #[doc(hidden)]
+    pub fn from_raw(raw: u64) -> Self {
+        Self(raw)
+    }
 }
 
 /// A listening socket granted to the guest, as passed to
@@ -111,6 +125,14 @@ impl Listener {
     /// The host's handle number, e.g. for logs.
     pub fn raw(&self) -> u64 {
         self.0
+    }
+
+    /// A wrapper around any integer, for tests that hand the host forged or
+    /// stale handles. A handle the host did not give this guest is refused
+    /// with [`Error::InvalidHandle`](crate::Error::InvalidHandle).
+    #[doc(hidden)]
+    pub fn from_raw(raw: u64) -> Self {
+        Self(raw)
     }
 }
 

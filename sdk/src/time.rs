@@ -34,6 +34,14 @@ impl Timer {
     pub fn raw(&self) -> u64 {
         self.0
     }
+
+    /// A wrapper around any integer, for tests that hand the host forged or
+    /// stale handles. A handle the host did not give this guest is refused
+    /// with [`Error::InvalidHandle`](crate::Error::InvalidHandle).
+    #[doc(hidden)]
+    pub fn from_raw(raw: u64) -> Self {
+        Self(raw)
+    }
 }
 
 /// A point on the host's monotonic clock (the clock timers run on).

@@ -53,7 +53,7 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// The path of a first-party guest component (`echo`, `chat`, `ticker`,
-/// `faulty`),
+/// `faulty`, `hostile`, `relay`, `udp_echo`),
 /// building all of them from source the first time it is called in this
 /// process.
 pub fn guest(name: &str) -> PathBuf {
@@ -95,6 +95,12 @@ fn build_guests() -> Result<PathBuf, String> {
         "ticker",
         "-p",
         "faulty",
+        "-p",
+        "hostile",
+        "-p",
+        "relay",
+        "-p",
+        "udp-echo",
     ]);
     let out = run_bounded(cmd, BUILD_TIMEOUT).map_err(|e| format!("cannot run {cargo:?} to build the guests: {e}"))?;
     if !out.status.success() {
@@ -264,9 +270,12 @@ impl Log {
     }
 }
 
-/// How to start a host: `host run <guest> --listen 127.0.0.1:0 <args>`.
+/// How to start a host: `host run <guest> --listen 127.0.0.1:0 <args>`, or
+/// `host run --config FILE <args>`.
 pub struct HostCommand {
     guest: PathBuf,
+    /// Run the guests of this TOML file instead of `guest`.
+    config: Option<PathBuf>,
     args: Vec<String>,
     fd_limit: Option<u32>,
 }
@@ -300,10 +309,12 @@ impl HostCommand {
             }
             None => Command::new(HOST),
         };
-        cmd.arg("run")
-            .arg(&self.guest)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(&self.args)
+        cmd.arg("run");
+        match &self.config {
+            Some(file) => cmd.arg("--config").arg(file),
+            None => cmd.arg(&self.guest).args(["--listen", "127.0.0.1:0"]),
+        };
+        cmd.args(&self.args)
             .env_remove("RUST_LOG")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -395,7 +406,13 @@ impl Host {
 
     /// A host for any component file.
     pub fn command_for(module: impl Into<PathBuf>) -> HostCommand {
-        HostCommand { guest: module.into(), args: Vec::new(), fd_limit: None }
+        HostCommand { guest: module.into(), config: None, args: Vec::new(), fd_limit: None }
+    }
+
+    /// A host running the guests of a TOML config file
+    /// (`host run --config FILE`); see [`Host::addr_of`] for their addresses.
+    pub fn with_config(file: impl Into<PathBuf>) -> HostCommand {
+        HostCommand { guest: PathBuf::new(), config: Some(file.into()), args: Vec::new(), fd_limit: None }
     }
 
     /// A host running the named guest with default settings, ready.
@@ -410,6 +427,17 @@ impl Host {
 
     pub fn addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The (first) address the named guest listens on, from its
+    /// `listening on ADDR guest="NAME"` log line.
+    pub fn addr_of(&self, guest: &str) -> SocketAddr {
+        let tag = format!("guest=\"{guest}\"");
+        self.log_lines()
+            .iter()
+            .filter(|l| l.split_whitespace().any(|word| word == tag))
+            .find_map(|l| listening_address(l))
+            .unwrap_or_else(|| panic!("no `listening on ADDR {tag}` line; log:\n{}", self.logs()))
     }
 
     /// A new client connection with read and write timeouts.
@@ -480,6 +508,17 @@ impl Host {
     pub fn assert_no_errors(&self) {
         let errors: Vec<String> = self.log_lines().into_iter().filter(|l| l.contains(" ERROR ")).collect();
         assert!(errors.is_empty(), "host logged errors:\n{}\nfull log:\n{}", errors.join("\n"), self.logs());
+    }
+
+    /// The host process's resident memory (`VmRSS`), in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("cannot read status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("status has VmRSS");
+        kib * 1024
     }
 
     /// Open file descriptors of the host process.

@@ -37,6 +37,11 @@ impl TimerId {
     /// The id back from [`TimerId::to_u64`]. Any integer is accepted; one
     /// that was never an id simply names no timer.
     pub fn from_u64(value: u64) -> TimerId {
+        // `from_ffi` forces the generation (high 32 bits) odd: an even one
+        // would alias the id one generation up. Ids always have odd ones.
+        if value & (1 << 32) == 0 {
+            return TimerId(TimerKey::null());
+        }
         TimerId(KeyData::from_ffi(value).into())
     }
 }
@@ -231,6 +236,17 @@ mod tests {
         assert_eq!(drain(&mut heap, t0 + ms(5)), vec![2]);
         assert!(!heap.cancel(b), "a one-shot timer is dead once fired");
         assert_eq!(heap.next_deadline(), None);
+    }
+
+    #[test]
+    fn only_the_exact_id_names_a_timer() {
+        let t0 = Instant::now();
+        let mut heap = TimerHeap::new();
+        let id = heap.insert(t0 + ms(1), None, Token(1)).to_u64();
+        for forged in [id ^ (1 << 32), id + (2 << 32), id + 1, 0, u64::MAX] {
+            assert!(!heap.cancel(TimerId::from_u64(forged)), "{forged:#x} is not {id:#x}");
+        }
+        assert!(heap.cancel(TimerId::from_u64(id)));
     }
 
     #[test]

@@ -9,6 +9,9 @@ wasmtime::component::bindgen!({
     world: "handler",
 });
 
+pub use self::wasmloop::handler::datagrams::DatagramError;
+pub use self::wasmloop::handler::outbound::ConnectError;
+pub use self::wasmloop::handler::types::{CloseReason, EofAction, ErrorCode, Level, ListenerInfo};
 pub use exports::wasmloop::handler::callbacks::{Guest as Callbacks, GuestIndices as CallbacksIndices};
 pub use exports::wasmloop::handler::datagram_callbacks::{
     Guest as DatagramCallbacks, GuestIndices as DatagramCallbacksIndices,
@@ -16,6 +19,3 @@ pub use exports::wasmloop::handler::datagram_callbacks::{
 pub use exports::wasmloop::handler::outbound_callbacks::{
     Guest as OutboundCallbacks, GuestIndices as OutboundCallbacksIndices,
 };
-pub use wasmloop::handler::datagrams::DatagramError;
-pub use wasmloop::handler::outbound::ConnectError;
-pub use wasmloop::handler::types::{CloseReason, EofAction, ErrorCode, Level, ListenerInfo};

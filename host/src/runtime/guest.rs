@@ -3,6 +3,7 @@
 //! [`Fault`] naming the callback, and the instance must not be entered again.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use wasmtime::{Store, StoreLimitsBuilder, Trap, WasmBacktrace};
 
@@ -44,6 +45,8 @@ pub struct Guest {
     exports: Exports,
     ticker: Arc<EpochTicker>,
     deadline_ticks: u64,
+    /// The callback deadline, for the message when it is exceeded.
+    deadline: Duration,
 }
 
 impl Guest {
@@ -75,7 +78,7 @@ impl Guest {
             guest: name.clone(),
             callback: "instantiate",
             what,
-            detail: describe(&e),
+            detail: describe(&e, limits.init_deadline),
         };
         runtime.ticker.enter();
         let instance = module.pre.instantiate(&mut store);
@@ -100,9 +103,12 @@ impl Guest {
             exports,
             ticker: runtime.ticker.clone(),
             deadline_ticks: runtime.ticks(limits.callback_deadline),
+            deadline: limits.callback_deadline,
         };
         let init_ticks = runtime.ticks(limits.init_deadline);
-        let result = guest.call_with("init", init_ticks, |e, s| e.callbacks.call_init(s, &setup.config, &infos))?;
+        let result = guest.call_with("init", (init_ticks, limits.init_deadline), |e, s| {
+            e.callbacks.call_init(s, &setup.config, &infos)
+        })?;
         result.map_err(|message| Fault {
             guest: name.clone(),
             callback: "init",
@@ -181,27 +187,32 @@ impl Guest {
         callback: &'static str,
         f: impl FnOnce(&Exports, &mut Store<GuestState>) -> wasmtime::Result<R>,
     ) -> Result<R, Fault> {
-        self.call_with(callback, self.deadline_ticks, f)
+        self.call_with(callback, (self.deadline_ticks, self.deadline), f)
     }
 
     fn call_with<R>(
         &mut self,
         callback: &'static str,
-        ticks: u64,
+        (ticks, deadline): (u64, Duration),
         f: impl FnOnce(&Exports, &mut Store<GuestState>) -> wasmtime::Result<R>,
     ) -> Result<R, Fault> {
         self.store.set_epoch_deadline(ticks);
         self.ticker.enter();
         let result = f(&self.exports, &mut self.store);
         self.ticker.exit();
-        result.map_err(|e| Fault { guest: self.name().clone(), callback, what: "trapped", detail: describe(&e) })
+        result.map_err(|e| Fault {
+            guest: self.name().clone(),
+            callback,
+            what: "trapped",
+            detail: describe(&e, deadline),
+        })
     }
 }
 
 /// The trap and the wasm backtrace, without the host's Rust backtrace.
-fn describe(e: &wasmtime::Error) -> String {
+fn describe(e: &wasmtime::Error, deadline: Duration) -> String {
     let mut text = match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => "deadline exceeded (epoch interruption)".to_string(),
+        Some(Trap::Interrupt) => format!("deadline exceeded: still running after {deadline:?} (epoch interruption)"),
         Some(trap) => format!("{trap}"),
         // The store limiter refused a `memory.grow`: say which limit.
         None if e.root_cause().to_string().contains("growing memory") => {

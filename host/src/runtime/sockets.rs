@@ -22,7 +22,7 @@ use crate::runtime::state::{GuestState, UdpKey, UdpSocket};
 const ALLOWLIST: &str = "not on the guest's allowlist (--connect)";
 
 /// The largest UDP payload over IPv4 (65,535 - 8 UDP - 20 IP header bytes).
-pub const MAX_DATAGRAM: usize = 65_507;
+const MAX_DATAGRAM: usize = 65_507;
 
 impl outbound::Host for GuestState {
     fn connect(&mut self, address: String) -> Result<u64, ConnectError> {

@@ -29,7 +29,7 @@ impl ConnKey {
     }
 
     pub fn from_handle(handle: u64) -> ConnKey {
-        KeyData::from_ffi(handle).into()
+        key_data(handle).into()
     }
 }
 
@@ -44,8 +44,18 @@ impl UdpKey {
     }
 
     pub fn from_handle(handle: u64) -> UdpKey {
-        KeyData::from_ffi(handle).into()
+        key_data(handle).into()
     }
+}
+
+/// The slot-map key a guest's handle names. `KeyData::from_ffi` forces the
+/// generation (the high 32 bits) odd, so a handle with an even generation
+/// would alias the live handle one generation up: a number the guest was
+/// never given would reach one of its objects. Keys the host mints always
+/// have an odd generation; any other number names nothing.
+fn key_data(handle: u64) -> KeyData {
+    // The default key is slotmap's null key, in no map.
+    if handle & (1 << 32) == 0 { KeyData::default() } else { KeyData::from_ffi(handle) }
 }
 
 /// A bound UDP socket of a guest.

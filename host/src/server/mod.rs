@@ -5,8 +5,10 @@
 //! right after it returns, and any callback that this causes (`on-close`,
 //! `on-writable`, reading resumed data) is queued for the deferred phase.
 
+mod datagrams;
 mod faults;
 mod listener;
+mod outbound;
 mod signals;
 
 use std::collections::VecDeque;
@@ -19,10 +21,10 @@ use tracing::{debug, error, info, warn};
 use wasmloop_reactor::{Event, Expired, Handler, Interest, Reactor, TimerId, Token};
 
 use crate::config::FaultPolicy;
-use crate::connection::{Connection, Settled, close_reason};
+use crate::connection::{Connection, Settled, UNREGISTERED, close_reason};
 use crate::grants::Grants;
-use crate::runtime::bindings::{CloseReason, EofAction};
-use crate::runtime::{ConnKey, Fault, Guest, GuestLimits, GuestSetup, ListenerGrant, Module, Runtime};
+use crate::runtime::bindings::{CloseReason, ConnectError, EofAction};
+use crate::runtime::{ConnKey, Fault, Guest, GuestLimits, GuestSetup, ListenerGrant, Module, Runtime, UdpKey};
 
 use faults::{FaultHistory, Next};
 pub use listener::bind;
@@ -74,6 +76,8 @@ new_key_type! {
 enum Route {
     Listener(usize),
     Connection(GuestKey, ConnKey),
+    /// A guest's UDP socket (datagrams.rs).
+    Datagram(GuestKey, UdpKey),
     GuestTimers(GuestKey),
     /// The backoff before restarting a faulted guest.
     Restart(GuestKey),
@@ -87,6 +91,10 @@ enum Deferred {
     Writable(GuestKey, ConnKey),
     Closed(GuestKey, u64, CloseReason),
     Accept(usize),
+    /// `on-connect` with the outcome (outbound.rs).
+    Connected(GuestKey, ConnKey, Result<(), ConnectError>),
+    /// More datagrams to read after the per-wakeup budget (datagrams.rs).
+    Datagrams(GuestKey, UdpKey),
 }
 
 struct GuestSlot {
@@ -174,7 +182,16 @@ impl Server {
         };
         let name = setup.name.clone();
         // A guest that cannot start at all is an operator error: no restarts.
-        let guest = Guest::start(&self.runtime, &spec.module, &setup)?;
+        // The error that stops the host is one line; a trap's wasm
+        // backtrace is logged at debug level (`-v`).
+        let guest = Guest::start(&self.runtime, &spec.module, &setup).map_err(|fault| {
+            let text = fault.to_string();
+            let (line, backtrace) = text.split_once('\n').unwrap_or((&text, ""));
+            if !backtrace.is_empty() {
+                debug!(guest = &*name, callback = fault.callback, "{backtrace}");
+            }
+            anyhow::anyhow!("{line}")
+        })?;
         let routes = &mut self.routes;
         let g = self.guests.insert_with_key(|g| GuestSlot {
             guest: Some(guest),
@@ -235,6 +252,7 @@ impl Server {
             self.settle_connection(reactor, g, c);
         }
         dirty.clear();
+        self.settle_datagrams(reactor, g);
         let Some(slot) = self.guests.get_mut(g) else {
             return;
         };
@@ -256,6 +274,12 @@ impl Server {
     /// Brings one connection's socket in line with its state: flush, FIN,
     /// close, or queue the callbacks the guest asked for.
     fn settle_connection(&mut self, reactor: &mut Reactor, g: GuestKey, c: ConnKey) {
+        // A connect the guest just started: watch it first (outbound.rs).
+        if self.connection(g, c).is_some_and(|conn| conn.token == UNREGISTERED)
+            && !self.register_outbound(reactor, g, c)
+        {
+            return;
+        }
         let Some(state) = self.guests.get(g).and_then(|s| s.guest.as_ref()).map(|g| g.state()) else { return };
         let Some(conn) = state.connections.get(c) else { return };
         let next = conn.settle(&state.output);
@@ -317,12 +341,14 @@ impl Server {
         }
         let connections = guest.state().connections.len();
         error!(guest = &*slot.setup.name, callback = fault.callback, connections, "{fault}");
+        outbound::cancel_connect_timers(reactor, guest.state());
         for (_, conn) in guest.state_mut().connections.drain() {
             let _ = reactor.delete(&conn.socket);
             self.routes.remove(route_key(Token(conn.token)));
             // A reset tells the peer the connection died, not that it ended.
             conn.set_reset_on_close();
         }
+        datagrams::close_all(reactor, &mut self.routes, guest.state_mut());
         drop(guest);
         self.apply_fault_policy(reactor, g);
     }
@@ -583,6 +609,9 @@ impl Handler for Server {
         match route {
             Route::Listener(index) => self.accept(reactor, index),
             Route::Connection(g, c) => {
+                if self.is_connecting(g, c) {
+                    return self.connect_ready(reactor, g, c);
+                }
                 if event.writable {
                     self.settle_connection(reactor, g, c);
                 }
@@ -595,6 +624,7 @@ impl Handler for Server {
                     self.begin_shutdown(reactor);
                 }
             }
+            Route::Datagram(g, k) => self.receive_datagrams(reactor, g, k),
             Route::GuestTimers(_) | Route::Restart(_) | Route::ShutdownDeadline => {}
         }
     }
@@ -605,8 +635,12 @@ impl Handler for Server {
         };
         match route {
             Route::GuestTimers(g) => self.fire_guest_timers(reactor, g),
-            // The linger time of a closing connection ran out.
+            // The connect timeout of a connecting connection, or the linger
+            // time of a closing one ran out.
             Route::Connection(g, c) => {
+                if self.connect_timed_out(reactor, g, c) {
+                    return;
+                }
                 debug!("linger timeout: resetting a connection that would not drain");
                 let reason = self.connection(g, c).and_then(|conn| conn.closing.borrow().clone());
                 self.finish(reactor, g, c, reason.unwrap_or(CloseReason::Local), true);
@@ -617,7 +651,7 @@ impl Handler for Server {
                 warn!("shutdown timeout: closing connections that did not drain");
                 self.abort_all(reactor);
             }
-            Route::Signals => {}
+            Route::Signals | Route::Datagram(..) => {}
         }
     }
 
@@ -639,6 +673,8 @@ impl Handler for Server {
                     self.call(reactor, g, |guest| guest.on_close(handle, &reason));
                 }
                 Deferred::Accept(index) => self.accept(reactor, index),
+                Deferred::Connected(g, c, outcome) => self.deliver_connect(reactor, g, c, outcome),
+                Deferred::Datagrams(g, k) => self.receive_datagrams(reactor, g, k),
             }
         }
         if !self.deferred.is_empty() {

@@ -1,0 +1,778 @@
+//! Hostile guests beside a well-behaved one. Every test runs the real host
+//! with a TOML config of two (or more) guests on one loop: `echo`, whose
+//! client keeps doing round trips in the background, and `guests/hostile` in
+//! one of its attack modes. Each test checks that
+//!
+//! - echo's client saw no error and no stall longer than [`STALL_LIMIT`]
+//!   (the 50 ms callback deadline plus a margin for a loaded 2-core machine);
+//! - the hostile guest was stopped, restarted or left stopped as configured
+//!   (the host's log says so);
+//! - descriptors and memory came back afterwards.
+//!
+//! The tests run one at a time (see [`serial`]): a spinning guest burns a
+//! core for its whole deadline, and two of them at once on two cores would
+//! measure the machine, not the host. Measured numbers go to stderr
+//! (`cargo test --test sandbox -- --nocapture`).
+
+mod support;
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use support::{HOST, Host, LineReader, Signal, bounded, configure, describe, guest};
+
+/// The default callback deadline.
+const DEADLINE: Duration = Duration::from_millis(50);
+/// The longest echo round trip we accept while a hostile guest runs beside
+/// it: the deadline plus a margin for scheduling on a loaded 2-core machine.
+const STALL_LIMIT: Duration = Duration::from_millis(150);
+/// How far above its starting point the host's resident memory may be after
+/// the hostile guest's restarts.
+const RSS_SLACK: u64 = 32 << 20;
+/// Bound for log lines and state changes we wait for.
+const WAIT: Duration = Duration::from_secs(10);
+const TEST_LIMIT: Duration = Duration::from_secs(90);
+
+// ---- Configs ----------------------------------------------------------------
+
+/// One `[[guest]]` entry.
+struct Spec {
+    name: String,
+    module: &'static str,
+    config: String,
+    on_fault: &'static str,
+    limits: Vec<(&'static str, u64)>,
+}
+
+impl Spec {
+    /// `guests/hostile` in `mode`, named `hostile`, restarted on faults.
+    fn hostile(mode: &str) -> Spec {
+        Spec { name: "hostile".into(), module: "hostile", config: mode.into(), on_fault: "restart", limits: vec![] }
+    }
+
+    fn echo(name: &str) -> Spec {
+        Spec { name: name.into(), module: "echo", config: String::new(), on_fault: "restart", limits: vec![] }
+    }
+
+    fn named(mut self, name: &str) -> Spec {
+        self.name = name.into();
+        self
+    }
+
+    fn on_fault(mut self, policy: &'static str) -> Spec {
+        self.on_fault = policy;
+        self
+    }
+
+    fn limit(mut self, key: &'static str, value: u64) -> Spec {
+        self.limits.push((key, value));
+        self
+    }
+}
+
+/// A config file in the temp directory, removed on drop.
+struct ConfigFile(PathBuf);
+
+impl ConfigFile {
+    fn write(guests: &[Spec]) -> ConfigFile {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let mut toml = String::new();
+        for g in guests {
+            let module = guest(g.module);
+            let module = module.to_str().expect("a UTF-8 guest path");
+            let _ = writeln!(toml, "[[guest]]");
+            let _ = writeln!(toml, "name = {:?}", g.name);
+            let _ = writeln!(toml, "module = {module:?}");
+            let _ = writeln!(toml, "listen = [\"127.0.0.1:0\"]");
+            let _ = writeln!(toml, "config = {:?}", g.config);
+            let _ = writeln!(toml, "on_fault = {:?}", g.on_fault);
+            if !g.limits.is_empty() {
+                let _ = writeln!(toml, "[guest.limits]");
+                for (key, value) in &g.limits {
+                    let _ = writeln!(toml, "{key} = {value}");
+                }
+            }
+            toml.push('\n');
+        }
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!("wasmloop-sandbox-{}-{n}.toml", std::process::id()));
+        std::fs::write(&path, toml).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        ConfigFile(path)
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+// ---- The bystander ------------------------------------------------------------
+
+/// A client doing echo round trips back to back on one connection, on its
+/// own thread, until stopped.
+struct EchoClient {
+    stop: Arc<AtomicBool>,
+    round_trips: Arc<AtomicU64>,
+    handle: JoinHandle<(EchoReport, TcpStream)>,
+}
+
+#[derive(Debug)]
+struct EchoReport {
+    round_trips: u64,
+    worst: Duration,
+    error: Option<String>,
+}
+
+impl EchoClient {
+    /// Connects and makes one round trip before returning, so the
+    /// connection exists when the caller takes its baselines.
+    fn start(addr: SocketAddr) -> EchoClient {
+        let mut stream = TcpStream::connect_timeout(&addr, WAIT).expect("cannot connect to echo");
+        configure(&stream);
+        // A stall this long is an error, not a slow round trip.
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        round_trip(&mut stream, 0).expect("the first echo round trip");
+        let stop = Arc::new(AtomicBool::new(false));
+        let round_trips = Arc::new(AtomicU64::new(1));
+        let (flag, progress) = (stop.clone(), round_trips.clone());
+        let handle = thread::spawn(move || {
+            let mut report = EchoReport { round_trips: 1, worst: Duration::ZERO, error: None };
+            while !flag.load(Ordering::SeqCst) {
+                match round_trip(&mut stream, report.round_trips) {
+                    Ok(took) => {
+                        report.round_trips += 1;
+                        report.worst = report.worst.max(took);
+                        progress.store(report.round_trips, Ordering::SeqCst);
+                    }
+                    Err(e) => {
+                        report.error = Some(format!("round trip {}: {e}", report.round_trips));
+                        break;
+                    }
+                }
+            }
+            (report, stream)
+        });
+        EchoClient { stop, round_trips, handle }
+    }
+
+    /// Stops the client after at least `MIN_ROUND_TRIPS` (bounded by
+    /// [`WAIT`]); returns its report and its connection, still open.
+    fn finish(self) -> (EchoReport, TcpStream) {
+        const MIN_ROUND_TRIPS: u64 = 100;
+        let deadline = Instant::now() + WAIT;
+        while self.round_trips.load(Ordering::SeqCst) < MIN_ROUND_TRIPS
+            && !self.handle.is_finished()
+            && Instant::now() < deadline
+        {
+            thread::sleep(Duration::from_millis(1));
+        }
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle.join().expect("the echo client panicked")
+    }
+}
+
+fn round_trip(stream: &mut TcpStream, n: u64) -> std::io::Result<Duration> {
+    let message = format!("ping {n}\n");
+    let start = Instant::now();
+    stream.write_all(message.as_bytes())?;
+    let mut back = vec![0u8; message.len()];
+    stream.read_exact(&mut back)?;
+    let took = start.elapsed();
+    if back != message.as_bytes() {
+        return Err(std::io::Error::other(format!("sent {message:?}, got {:?}", String::from_utf8_lossy(&back))));
+    }
+    Ok(took)
+}
+
+// ---- A host with echo and hostile guests ------------------------------------
+
+/// One host running `echo` plus the given guests, with echo's client running
+/// and the baselines taken.
+struct Sandbox {
+    host: Host,
+    _config: ConfigFile,
+    echo: Option<EchoClient>,
+    /// Echo's client connection once the client stopped: kept open, so the
+    /// descriptor count compares with the start.
+    echo_stream: Option<TcpStream>,
+    /// Descriptors once ready, with echo's client connected.
+    fds: usize,
+    /// Resident memory at the same point.
+    rss: u64,
+}
+
+impl Sandbox {
+    fn start(guests: Vec<Spec>) -> Sandbox {
+        let mut all = vec![Spec::echo("echo")];
+        all.extend(guests);
+        let config = ConfigFile::write(&all);
+        let host = Host::with_config(&config.0).spawn();
+        let echo = EchoClient::start(host.addr_of("echo"));
+        let (fds, rss) = (host.fd_count(), host.rss_bytes());
+        Sandbox { host, _config: config, echo: Some(echo), echo_stream: None, fds, rss }
+    }
+
+    fn addr(&self, guest: &str) -> SocketAddr {
+        self.host.addr_of(guest)
+    }
+
+    fn connect(&self, guest: &str) -> TcpStream {
+        let addr = self.addr(guest);
+        let stream =
+            TcpStream::connect_timeout(&addr, WAIT).unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
+        configure(&stream);
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        stream
+    }
+
+    /// A connection to `guest` that has read its `hi`.
+    fn greeted(&self, guest: &str) -> TcpStream {
+        let mut conn = self.connect(guest);
+        let mut hi = [0u8; 3];
+        conn.read_exact(&mut hi).unwrap_or_else(|e| panic!("no greeting from {guest}: {e}"));
+        assert_eq!(&hi, b"hi\n", "greeting from {guest}");
+        conn
+    }
+
+    /// Stops echo's client and asserts it saw neither an error nor a stall
+    /// beyond [`STALL_LIMIT`]. Prints the worst round trip.
+    fn assert_echo_unharmed(&mut self, test: &str) -> Duration {
+        let (report, stream) = self.echo.take().expect("echo client already stopped").finish();
+        self.echo_stream = Some(stream);
+        eprintln!("[{test}] echo beside it: {} round trips, worst {:?}", report.round_trips, report.worst);
+        assert!(report.error.is_none(), "echo's client failed: {report:?}; log:\n{}", self.host.logs());
+        assert!(report.round_trips > 1, "echo's client made no progress: {report:?}");
+        assert!(
+            report.worst <= STALL_LIMIT,
+            "echo stalled for {:?} (limit {STALL_LIMIT:?}); log:\n{}",
+            report.worst,
+            self.host.logs()
+        );
+        report.worst
+    }
+
+    /// Waits (bounded) until the host holds as many descriptors as at the
+    /// start.
+    fn assert_fds_back(&self) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let now = self.host.fd_count();
+            if now == self.fds {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the host holds {now} descriptors, {} at the start", self.fds);
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Asserts resident memory is within [`RSS_SLACK`] of the start.
+    fn assert_memory_back(&self, test: &str) {
+        let now = self.host.rss_bytes();
+        eprintln!("[{test}] host RSS {} KiB at the start, {} KiB now", self.rss >> 10, now >> 10);
+        assert!(
+            now <= self.rss + RSS_SLACK,
+            "host RSS grew from {} KiB to {} KiB (slack {} KiB)",
+            self.rss >> 10,
+            now >> 10,
+            RSS_SLACK >> 10
+        );
+    }
+
+    /// Log lines about `guest` (its tag, or its name in a fault message)
+    /// that contain `needle`.
+    fn count(&self, guest: &str, needle: &str) -> usize {
+        self.host.log_lines().iter().filter(|l| l.contains(needle) && about(l, guest)).count()
+    }
+
+    /// Waits until [`Sandbox::count`] reaches `n`; returns the last such line.
+    fn wait_for(&self, guest: &str, needle: &str, n: usize) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let lines: Vec<String> =
+                self.host.log_lines().into_iter().filter(|l| l.contains(needle) && about(l, guest)).collect();
+            if lines.len() >= n {
+                return lines[n - 1].clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {n} log lines with {needle:?} for guest {guest} within {WAIT:?}; log:\n{}",
+                lines.len(),
+                self.host.logs()
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Sandbox {
+    /// For each spin of the hostile guest in `callback`, the time from its
+    /// `spinning in` log line to the host's fault line (log timestamps).
+    fn spins(&self, callback: &str, wit_name: &str) -> Vec<Duration> {
+        let lines = self.host.log_lines();
+        let times = |needle: &str| -> Vec<Duration> {
+            lines.iter().filter(|l| l.contains(needle) && about(l, "hostile")).filter_map(|l| log_time(l)).collect()
+        };
+        let started = times(&format!("spinning in {callback}"));
+        let stopped = times(&format!("trapped in {wit_name}"));
+        assert_eq!(started.len(), stopped.len(), "every spin ends in a fault; log:\n{}", self.host.logs());
+        started.iter().zip(&stopped).map(|(a, b)| b.saturating_sub(*a)).collect()
+    }
+}
+
+/// The time of day of a log line (`2025-01-01T12:34:56.789012Z ...`).
+fn log_time(line: &str) -> Option<Duration> {
+    let stamp = line.split_whitespace().next()?.strip_suffix('Z')?;
+    let (_, time) = stamp.split_once('T')?;
+    let mut parts = time.split(':');
+    let (h, m, s): (u64, u64, f64) =
+        (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+    Some(Duration::from_secs(h * 3600 + m * 60) + Duration::from_secs_f64(s))
+}
+
+/// Whether a log line is about `guest`: a `guest="NAME"` field, or
+/// `guest `NAME`` in a fault's message.
+fn about(line: &str, guest: &str) -> bool {
+    line.contains(&format!("guest=\"{guest}\"")) || line.contains(&format!("guest `{guest}`"))
+}
+
+/// Reads until the host ends the connection (end-of-stream or a reset);
+/// returns how long that took and what arrived. Panics after [`WAIT`].
+fn until_closed(conn: &mut TcpStream) -> (Duration, Vec<u8>) {
+    let start = Instant::now();
+    conn.set_read_timeout(Some(WAIT)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => return (start.elapsed(), got),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted) => {
+                return (start.elapsed(), got);
+            }
+            Err(e) => panic!("the host did not close the connection within {WAIT:?}: {e}"),
+        }
+    }
+}
+
+/// One sandbox test at a time; a failed test must not stop the others.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+// ---- Runaway callbacks ----------------------------------------------------------
+
+#[test]
+fn a_guest_spinning_in_init_stops_the_host_at_startup_with_one_line_naming_init_and_the_deadline() {
+    let _serial = serial();
+    bounded(TEST_LIMIT, || {
+        // A first start that fails is an operator error: the host exits.
+        let init_deadline = Duration::from_millis(200);
+        let config = ConfigFile::write(&[
+            Spec::echo("echo"),
+            Spec::hostile("spin-init").limit("init_deadline_ms", init_deadline.as_millis() as u64),
+        ]);
+        let run = run_timed(Command::new(HOST).arg("run").arg("--config").arg(&config.0));
+        let log = run.lines.iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>().join("\n");
+        assert!(!run.status.success(), "the host started anyway ({}); log:\n{log}", describe(run.status));
+        // From echo's `listening on` (the hostile guest's init starts right
+        // after) to the exit.
+        let started = run
+            .lines
+            .iter()
+            .find(|(_, l)| l.contains("listening on") && about(l, "echo"))
+            .map(|(t, _)| *t)
+            .unwrap_or_else(|| panic!("echo was not started first; log:\n{log}"));
+        let took = run.exited - started;
+        eprintln!("[spin-init] init deadline {init_deadline:?}: the host exited {took:?} after init began");
+        // (The `listening on` line may reach us a little after it was written.)
+        assert!(took >= init_deadline - Duration::from_millis(10), "stopped after {took:?}, before the deadline");
+        assert!(took <= init_deadline + STALL_LIMIT, "stopped only after {took:?}");
+        let errors: Vec<&str> = run.lines.iter().map(|(_, l)| l.as_str()).filter(|l| l.starts_with("error")).collect();
+        assert_eq!(errors.len(), 1, "one error line; log:\n{log}");
+        let error = errors[0];
+        assert_eq!(run.lines.last().map(|(_, l)| l.as_str()), Some(error), "the error is the last line; log:\n{log}");
+        assert!(error.contains("hostile") && error.contains("init"), "names the guest and init: {error}");
+        assert!(error.contains("200ms"), "names the deadline: {error}");
+    });
+}
+
+/// What a finished process printed on stderr, each line with the time it
+/// arrived, and when the process exited.
+struct TimedRun {
+    status: ExitStatus,
+    lines: Vec<(Instant, String)>,
+    exited: Instant,
+}
+
+fn run_timed(cmd: &mut Command) -> TimedRun {
+    cmd.env_remove("RUST_LOG").env("NO_COLOR", "1").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {HOST}: {e}"));
+    let stderr = child.stderr.take().expect("piped stderr");
+    let reader = thread::spawn(move || {
+        BufReader::new(stderr).lines().map_while(Result::ok).map(|l| (Instant::now(), l)).collect::<Vec<_>>()
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (status, exited) = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the host") {
+            break (status, Instant::now());
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the host did not exit within 60 s");
+        }
+        thread::sleep(Duration::from_millis(1));
+    };
+    TimedRun { status, lines: reader.join().expect("the log reader panicked"), exited }
+}
+
+#[test]
+fn a_guest_spinning_in_on_data_is_interrupted_at_its_deadline_and_restarted_while_echo_keeps_going() {
+    let _serial = serial();
+    bounded(TEST_LIMIT, || {
+        let mut sandbox = Sandbox::start(vec![Spec::hostile("spin-data")]);
+        let mut latencies = Vec::new();
+        for round in 1..=3 {
+            let mut conn = sandbox.greeted("hostile");
+            conn.write_all(b"spin\n").unwrap();
+            let (took, _) = until_closed(&mut conn);
+            latencies.push(took);
+            let line = sandbox.wait_for("hostile", "trapped in on-data", round);
+            assert!(line.contains("deadline exceeded"), "{line}");
+            sandbox.wait_for("hostile", "restarting in", round);
+            sandbox.wait_for("hostile", "restarted", round);
+        }
+        eprintln!("[spin-data] client: from the trigger to the reset (deadline {DEADLINE:?}): {latencies:?}");
+        let logged = sandbox.spins("on_data", "on-data");
+        eprintln!("[spin-data] host log: from `spinning` to the fault: {logged:?}");
+        for took in latencies.iter().chain(&logged) {
+            assert!(*took >= DEADLINE, "interrupted after {took:?}, before its deadline");
+            assert!(*took <= STALL_LIMIT, "interrupted only after {took:?}");
+        }
+        // The restarted guest serves again.
+        drop(sandbox.greeted("hostile"));
+        sandbox.assert_echo_unharmed("spin-data");
+        sandbox.assert_fds_back();
+        sandbox.assert_memory_back("spin-data");
+    });
+}
+
+#[test]
+fn a_guest_spinning_in_every_timer_ends_in_a_crash_loop_and_stays_stopped_while_echo_keeps_going() {
+    let _serial = serial();
+    bounded(TEST_LIMIT, || {
+        // Its `init` sets the 20 ms timer again on every restart.
+        let mut sandbox = Sandbox::start(vec![Spec::hostile("spin-timer")]);
+        let line = sandbox.wait_for("hostile", "crash loop:", 1);
+        assert!(line.contains("stays stopped"), "{line}");
+        assert_eq!(sandbox.count("hostile", "trapped in on-timer"), 5);
+        assert_eq!(sandbox.count("hostile", "deadline exceeded"), 5);
+        assert_eq!(sandbox.count("hostile", "restarted"), 4);
+        let logged = sandbox.spins("on_timer", "on-timer");
+        eprintln!("[spin-timer] host log: from `spinning` to the fault: {logged:?}");
+        assert!(logged.iter().all(|&took| took >= DEADLINE && took <= STALL_LIMIT), "{logged:?}");
+        assert_stays_down(&sandbox, "hostile");
+        sandbox.assert_echo_unharmed("spin-timer");
+        sandbox.assert_fds_back();
+        sandbox.assert_memory_back("spin-timer");
+    });
+}
+
+/// A connection to a stopped guest is closed at once, and no restart comes.
+fn assert_stays_down(sandbox: &Sandbox, guest: &str) {
+    let restarts = sandbox.count(guest, "restarted");
+    let mut conn = sandbox.connect(guest);
+    let (took, got) = until_closed(&mut conn);
+    assert!(got.is_empty(), "a stopped guest answered: {:?}", String::from_utf8_lossy(&got));
+    assert!(took < STALL_LIMIT, "closed only after {took:?}");
+    // Longer than the first restart backoff (100 ms): nothing restarts it.
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(sandbox.count(guest, "restarted"), restarts, "the stopped guest restarted");
+}
+
+#[test]
+fn a_memory_bomb_is_stopped_at_the_memory_cap_and_the_memory_comes_back() {
+    let _serial = serial();
+    bounded(TEST_LIMIT, || {
+        let mut sandbox = Sandbox::start(vec![Spec::hostile("memory-bomb").limit("max_memory_mib", 32)]);
+        for round in 1..=4 {
+            let mut conn = sandbox.greeted("hostile");
+            conn.write_all(b"grow\n").unwrap();
+            until_closed(&mut conn);
+            let line = sandbox.wait_for("hostile", "trapped in on-data", round);
+            assert!(line.contains("memory limit reached"), "{line}");
+            sandbox.wait_for("hostile", "restarted", round);
+        }
+        sandbox.assert_echo_unharmed("memory-bomb");
+        sandbox.assert_fds_back();
+        sandbox.assert_memory_back("memory-bomb");
+    });
+}
+
+// ---- Panics ---------------------------------------------------------------------
+
+#[test]
+fn a_panic_in_any_callback_tears_down_only_that_guest_which_restarts_and_serves_again() {
+    let _serial = serial();
+    bounded(TEST_LIMIT, || {
+        let callbacks = ["accept", "data", "eof", "writable", "close", "timer"];
+        let guests = callbacks.iter().map(|c| Spec::hostile(&format!("panic-{c}")).named(&format!("panic-{c}")));
+        // `panic-writable` fills the output buffer first: keep it small.
+        let guests = guests.map(|g| if g.name == "panic-writable" { g.limit("max_output", 64 << 10) } else { g });
+        let mut sandbox = Sandbox::start(guests.collect());
+        for callback in callbacks {
+            let guest = format!("panic-{callback}");
+            let took = match callback {
+                "accept" => until_closed(&mut sandbox.connect(&guest)).0,
+                "data" => {
+                    let mut conn = sandbox.greeted(&guest);
+                    conn.write_all(b"boom\n").unwrap();
+                    until_closed(&mut conn).0
+                }
+                "eof" | "close" => {
+                    let mut conn = sandbox.greeted(&guest);
+                    conn.shutdown(Shutdown::Write).unwrap();
+                    until_closed(&mut conn).0
+                }
+                // Reading drains the buffer: `on_writable` comes, and traps.
+                "writable" => until_closed(&mut sandbox.connect(&guest)).0,
+                // A 10 ms timer set on accept.
+                "timer" => until_closed(&mut sandbox.greeted(&guest)).0,
+                _ => unreachable!(),
+            };
+            let line = sandbox.wait_for(&guest, &format!("trapped in on-{callback}"), 1);
+            assert!(line.contains("unreachable"), "a panic is a wasm `unreachable` trap: {line}");
+            sandbox.wait_for(&guest, "restarting in", 1);
+            sandbox.wait_for(&guest, "restarted", 1);
+            eprintln!("[panic-{callback}] the connection ended {took:?} after the trigger");
+        }
+        // Each restarted guest's `init` ran fine: it greets a new connection.
+        // (Closing that connection triggers `panic-eof` and `panic-close`
+        // again, and `panic-timer` traps 10 ms after it.)
+        for callback in callbacks.iter().filter(|&&c| c != "accept") {
+            drop(sandbox.greeted(&format!("panic-{callback}")));
+        }
+        for (callback, traps) in [("accept", 1), ("data", 1), ("eof", 2), ("writable", 1), ("close", 2), ("timer", 2)] {
+            let guest = format!("panic-{callback}");
+            sandbox.wait_for(&guest, "restarted", traps);
+            // No guest trapped because of another one.
+            assert_eq!(sandbox.count(&guest, "trapped in"), traps, "{guest}");
+        }
+        sandbox.assert_echo_unharmed("panic-*");
+        sandbox.assert_fds_back();
+        sandbox.assert_memory_back("panic-*");
+    });
+}
+
+#[test]
+fn a_panic_in_on_shutdown_does_not_keep_the_host_from_a_clean_exit() {
+    let _serial = serial();
+    bounded(TEST_LIMIT, || {
+        let mut sandbox = Sandbox::start(vec![Spec::hostile("panic-shutdown")]);
+        sandbox.assert_echo_unharmed("panic-shutdown");
+        let mut echo = sandbox.connect("echo");
+        let _hostile = sandbox.greeted("hostile");
+        sandbox.host.signal(Signal::TERM);
+        let status = sandbox.host.wait_exit(WAIT);
+        assert!(status.success(), "host ended with {}; log:\n{}", describe(status), sandbox.host.logs());
+        sandbox.wait_for("hostile", "trapped in on-shutdown", 1);
+        // Echo's connection was closed cleanly, not reset.
+        let mut rest = Vec::new();
+        echo.read_to_end(&mut rest).expect("echo's connection ends with end-of-stream");
+    });
+}
+
+// ---- Fault policies -------------------------------------------------------------
+
+#[test]
+fn on_fault_stop_leaves_the_guest_stopped_and_echo_serving() {
+    let _serial = serial();
+    bounded(TEST_LIMIT, || {
+        let mut sandbox = Sandbox::start(vec![Spec::hostile("panic-data").on_fault("stop")]);
+        let mut conn = sandbox.greeted("hostile");
+        conn.write_all(b"boom\n").unwrap();
+        until_closed(&mut conn);
+        sandbox.wait_for("hostile", "trapped in on-data", 1);
+        sandbox.wait_for("hostile", "stays stopped", 1);
+        assert_stays_down(&sandbox, "hostile");
+        assert_eq!(sandbox.count("hostile", "restarting in"), 0);
+        sandbox.assert_echo_unharmed("on-fault=stop");
+        sandbox.assert_fds_back();
+    });
+}
+
+#[test]
+fn on_fault_exit_stops_the_host_with_a_non_zero_exit() {
+    let _serial = serial();
+    bounded(TEST_LIMIT, || {
+        let mut sandbox = Sandbox::start(vec![Spec::hostile("panic-data").on_fault("exit")]);
+        sandbox.assert_echo_unharmed("on-fault=exit");
+        let mut conn = sandbox.greeted("hostile");
+        let start = Instant::now();
+        conn.write_all(b"boom\n").unwrap();
+        let status = sandbox.host.wait_exit(WAIT);
+        eprintln!("[on-fault=exit] the host exited {:?} after the trigger", start.elapsed());
+        assert!(!status.success(), "host ended with {}", describe(status));
+        sandbox.wait_for("hostile", "trapped in on-data", 1);
+        let line = sandbox.wait_for("hostile", "faulted and on-fault = exit", 1);
+        assert!(line.starts_with("error: "), "the host's exit error: {line}");
+    });
+}
+
+#[test]
+fn a_guest_that_traps_in_every_restart_ends_in_a_crash_loop_and_stays_stopped() {
+    let _serial = serial();
+    bounded(TEST_LIMIT, || {
+        // A 10 ms timer set in `init` panics: every restart traps again.
+        let mut sandbox = Sandbox::start(vec![Spec::hostile("crash-loop")]);
+        let line = sandbox.wait_for("hostile", "crash loop:", 1);
+        assert!(line.contains("5 faults"), "{line}");
+        assert_eq!(sandbox.count("hostile", "trapped in on-timer"), 5);
+        assert_eq!(sandbox.count("hostile", "restarting in"), 4);
+        assert_eq!(sandbox.count("hostile", "restarted"), 4);
+        assert_stays_down(&sandbox, "hostile");
+        sandbox.assert_echo_unharmed("crash-loop");
+        sandbox.assert_fds_back();
+        sandbox.assert_memory_back("crash-loop");
+    });
+}
+
+// ---- Forged handles and resource floods -------------------------------------------
+
+#[test]
+fn forged_and_stale_handles_are_refused_with_invalid_handle() {
+    let _serial = serial();
+    bounded(TEST_LIMIT, || {
+        let mut sandbox = Sandbox::start(vec![Spec::hostile("forge-handles")]);
+        // The guest first needs a closed connection and a fired timer: until
+        // it has them it answers `again` and closes.
+        let mut verdict = None;
+        for _ in 0..20 {
+            let mut reader = LineReader::new(sandbox.connect("hostile"));
+            let line = reader.line();
+            if line != "again" {
+                verdict = Some(line);
+                break;
+            }
+            let mut stream = reader.stream().try_clone().unwrap();
+            until_closed(&mut stream);
+        }
+        let verdict = verdict.expect("the guest kept answering `again`");
+        assert_eq!(verdict, "ok", "the guest's verdict on the host's handle checks");
+        assert_eq!(sandbox.count("hostile", "trapped in"), 0);
+        sandbox.assert_echo_unharmed("forge-handles");
+        sandbox.assert_fds_back();
+    });
+}
+
+#[test]
+fn a_timer_flood_stops_at_the_timer_limit_and_the_limit_is_released_on_cancel() {
+    let _serial = serial();
+    bounded(TEST_LIMIT, || {
+        let mut sandbox = Sandbox::start(vec![
+            Spec::hostile("timer-flood").named("flood-default"),
+            Spec::hostile("timer-flood").named("flood-100").limit("max_timers", 100),
+        ]);
+        for (guest, want) in [("flood-default", "timers 10000"), ("flood-100", "timers 100")] {
+            // Twice: the second flood shows the first one's timers are gone.
+            for _ in 0..2 {
+                let start = Instant::now();
+                let mut reader = LineReader::new(sandbox.connect(guest));
+                assert_eq!(reader.line(), want, "{guest}");
+                eprintln!("[timer-flood] {guest}: {want:?} after {:?}", start.elapsed());
+            }
+        }
+        assert_eq!(sandbox.count("flood-default", "trapped in") + sandbox.count("flood-100", "trapped in"), 0);
+        sandbox.assert_echo_unharmed("timer-flood");
+        sandbox.assert_fds_back();
+    });
+}
+
+#[test]
+fn a_write_flood_to_a_client_that_does_not_read_buffers_at_most_max_output() {
+    let _serial = serial();
+    bounded(TEST_LIMIT, || {
+        let max_output: u64 = 256 << 10;
+        let mut sandbox = Sandbox::start(vec![Spec::hostile("write-flood").limit("max_output", max_output)]);
+        let rss_before = sandbox.host.rss_bytes();
+        let mut conn = sandbox.connect("hostile");
+        let line = sandbox.wait_for("hostile", "full ", 1);
+        let numbers: Vec<u64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+        let [taken, buffered] = numbers[..] else { panic!("expected `full <taken> buffered <bytes>`: {line}") };
+        eprintln!("[write-flood] full after {taken} bytes, {buffered} of them buffered by the host");
+        assert!(buffered > 0 && buffered <= max_output, "buffered {buffered}, max_output {max_output}");
+        // The guest keeps writing on a 20 ms timer: watch for a while.
+        let watch_until = Instant::now() + Duration::from_millis(500);
+        let mut rss_peak = 0;
+        while Instant::now() < watch_until {
+            rss_peak = rss_peak.max(sandbox.host.rss_bytes());
+            thread::sleep(Duration::from_millis(20));
+        }
+        for line in sandbox.host.log_lines().iter().filter(|l| about(l, "hostile") && l.contains(" buffered ")) {
+            let n: u64 = line.split_whitespace().rev().find_map(|w| w.parse().ok()).unwrap_or(0);
+            assert!(n <= max_output, "the host buffered {n} bytes, max_output {max_output}: {line}");
+        }
+        let grew = rss_peak.saturating_sub(rss_before);
+        eprintln!("[write-flood] host RSS grew by {} KiB during the flood", grew >> 10);
+        assert!(grew <= max_output + (16 << 20), "host RSS grew by {grew} bytes");
+
+        // Now read it all: every byte the guest was told was taken arrives,
+        // in order, and nothing more.
+        conn.write_all(b"stop\n").unwrap();
+        let line = sandbox.wait_for("hostile", "flood total", 1);
+        let total: usize = line.split_whitespace().find_map(|w| w.parse().ok()).expect("flood total <n>");
+        let (_, got) = until_closed(&mut conn);
+        assert_eq!(got.len(), total, "bytes received vs bytes the host took");
+        if let Some(k) = got.iter().enumerate().position(|(k, &b)| b != (k % 251) as u8) {
+            panic!("byte {k} of the flood is wrong");
+        }
+        sandbox.assert_echo_unharmed("write-flood");
+        sandbox.assert_fds_back();
+    });
+}
+
+#[test]
+fn connections_beyond_max_connections_are_closed_at_once_and_logged_once() {
+    let _serial = serial();
+    bounded(TEST_LIMIT, || {
+        let mut sandbox = Sandbox::start(vec![Spec::echo("limited").limit("max_connections", 10)]);
+        let conns: Vec<TcpStream> = (0..20).map(|_| sandbox.connect("limited")).collect();
+        let mut served = 0;
+        for (i, mut conn) in conns.iter().enumerate() {
+            let start = Instant::now();
+            let answered = conn.write_all(b"ping\n").is_ok() && {
+                let mut back = [0u8; 5];
+                conn.read_exact(&mut back).is_ok() && &back == b"ping\n"
+            };
+            if answered {
+                served += 1;
+            } else {
+                assert!(start.elapsed() < STALL_LIMIT, "connection {i} was closed only after {:?}", start.elapsed());
+            }
+            assert_eq!(answered, i < 10, "connection {i}: served {answered}");
+        }
+        assert_eq!(served, 10);
+        sandbox.wait_for("limited", "connection limit", 1);
+        assert_eq!(sandbox.count("limited", "connection limit"), 1, "logged once");
+        drop(conns);
+        // The slots come back.
+        sandbox.assert_fds_back();
+        let mut conn = sandbox.connect("limited");
+        conn.write_all(b"again\n").unwrap();
+        let mut back = [0u8; 6];
+        conn.read_exact(&mut back).unwrap();
+        drop(conn);
+        sandbox.assert_echo_unharmed("connection-flood");
+        sandbox.assert_fds_back();
+    });
+}
