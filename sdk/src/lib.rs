@@ -60,6 +60,7 @@
 #![deny(unsafe_code)]
 
 mod export;
+mod handle;
 mod logging;
 mod net;
 mod time;

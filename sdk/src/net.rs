@@ -96,19 +96,6 @@ impl Connection {
     pub fn local_address(&self) -> Result<String> {
         Ok(connections::local_address(self.0)?)
     }
-
-    /// The host's handle number, e.g. for logs.
-    pub fn raw(&self) -> u64 {
-        self.0
-    }
-
-    /// A wrapper around any integer, for tests that hand the host forged or
-    /// stale handles. A handle the host did not give this guest is refused
-    /// with [`Error::InvalidHandle`](crate::Error::InvalidHandle).
-    #[doc(hidden)]
-    pub fn from_raw(raw: u64) -> Self {
-        Self(raw)
-    }
 }
 
 /// A listening socket granted to the guest, as passed to
@@ -120,19 +107,6 @@ impl Listener {
     /// The bound address, e.g. `127.0.0.1:7000` or `[::1]:7000`.
     pub fn address(&self) -> Result<String> {
         Ok(connections::listener_address(self.0)?)
-    }
-
-    /// The host's handle number, e.g. for logs.
-    pub fn raw(&self) -> u64 {
-        self.0
-    }
-
-    /// A wrapper around any integer, for tests that hand the host forged or
-    /// stale handles. A handle the host did not give this guest is refused
-    /// with [`Error::InvalidHandle`](crate::Error::InvalidHandle).
-    #[doc(hidden)]
-    pub fn from_raw(raw: u64) -> Self {
-        Self(raw)
     }
 }
 

@@ -29,19 +29,6 @@ impl Timer {
     pub fn cancel(&self) -> Result<()> {
         Ok(timers::cancel(self.0)?)
     }
-
-    /// The host's handle number, e.g. for logs.
-    pub fn raw(&self) -> u64 {
-        self.0
-    }
-
-    /// A wrapper around any integer, for tests that hand the host forged or
-    /// stale handles. A handle the host did not give this guest is refused
-    /// with [`Error::InvalidHandle`](crate::Error::InvalidHandle).
-    #[doc(hidden)]
-    pub fn from_raw(raw: u64) -> Self {
-        Self(raw)
-    }
 }
 
 /// A point on the host's monotonic clock (the clock timers run on).

@@ -35,11 +35,6 @@ impl UdpSocket {
     pub fn close(&self) -> Result<(), DatagramError> {
         Ok(datagrams::close(self.0)?)
     }
-
-    /// The host's handle number, e.g. for logs.
-    pub fn raw(&self) -> u64 {
-        self.0
-    }
 }
 
 /// Why a [`UdpSocket`] call failed.
