@@ -15,7 +15,7 @@ pub use guest::{Fault, Guest};
 pub use imports::monotonic_nanos;
 pub use load::{LoadError, Module, Runtime};
 pub use sockets::connect_error;
-pub use state::{ConnKey, GuestLimits, GuestSetup, GuestState, ListenerGrant, UdpKey, UdpSocket};
+pub use state::{ConnKey, GuestLimits, GuestSetup, GuestState, Handle, ListenerGrant, UdpKey, UdpSocket};
 
 /// Runs `f` (the event loop) with a current-thread tokio context entered.
 ///

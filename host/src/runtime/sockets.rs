@@ -17,6 +17,7 @@ use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
 use crate::connection::{Connection, UNREGISTERED};
 use crate::runtime::bindings::wasmloop::handler::{datagrams, outbound};
 use crate::runtime::bindings::{ConnectError, DatagramError};
+use crate::runtime::state::Handle;
 use crate::runtime::state::{GuestState, UdpKey, UdpSocket};
 
 const ALLOWLIST: &str = "not on the guest's allowlist (--connect)";

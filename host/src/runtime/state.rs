@@ -23,30 +23,24 @@ new_key_type! {
     pub struct ConnKey;
 }
 
-impl ConnKey {
-    pub fn handle(self) -> u64 {
-        self.data().as_ffi()
-    }
-
-    pub fn from_handle(handle: u64) -> ConnKey {
-        key_data(handle).into()
-    }
-}
-
 new_key_type! {
     /// A guest's UDP socket handle, like [`ConnKey`].
     pub struct UdpKey;
 }
 
-impl UdpKey {
-    pub fn handle(self) -> u64 {
+/// A slot-map key as the integer handle a guest holds, and back.
+pub trait Handle: Key + From<KeyData> {
+    fn handle(self) -> u64 {
         self.data().as_ffi()
     }
 
-    pub fn from_handle(handle: u64) -> UdpKey {
+    fn from_handle(handle: u64) -> Self {
         key_data(handle).into()
     }
 }
+
+impl Handle for ConnKey {}
+impl Handle for UdpKey {}
 
 /// The slot-map key a guest's handle names. `KeyData::from_ffi` forces the
 /// generation (the high 32 bits) odd, so a handle with an even generation

@@ -16,6 +16,7 @@ use wasmloop_reactor::{Interest, Reactor, Token};
 
 use super::{Deferred, GuestKey, Route, RouteKey, Server, route_key, token};
 use crate::connection::UNREGISTERED;
+use crate::runtime::Handle;
 use crate::runtime::{GuestState, UdpKey, UdpSocket};
 
 /// Datagrams received per socket per wakeup, so one busy socket cannot

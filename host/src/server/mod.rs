@@ -23,6 +23,7 @@ use wasmloop_reactor::{Event, Expired, Handler, Interest, Reactor, TimerId, Toke
 use crate::config::FaultPolicy;
 use crate::connection::{Connection, Settled, UNREGISTERED, close_reason};
 use crate::grants::Grants;
+use crate::runtime::Handle;
 use crate::runtime::bindings::{CloseReason, ConnectError, EofAction};
 use crate::runtime::{ConnKey, Fault, Guest, GuestLimits, GuestSetup, ListenerGrant, Module, Runtime, UdpKey};
 

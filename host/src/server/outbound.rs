@@ -20,6 +20,7 @@ use wasmloop_reactor::{Interest, Reactor, Token};
 
 use super::{Deferred, GuestKey, Route, Server, route_key, token};
 use crate::connection::UNREGISTERED;
+use crate::runtime::Handle;
 use crate::runtime::bindings::ConnectError;
 use crate::runtime::{ConnKey, GuestState, connect_error};
 
