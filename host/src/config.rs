@@ -30,6 +30,9 @@ pub struct HostConfig {
     /// On SIGINT/SIGTERM, how long to let output drain.
     #[serde(default = "default_shutdown_timeout_ms")]
     pub shutdown_timeout_ms: u64,
+    /// After a reload (SIGHUP), how long old versions keep their connections.
+    #[serde(default = "default_drain_timeout_ms")]
+    pub drain_timeout_ms: u64,
     #[serde(rename = "guest", default)]
     pub guests: Vec<GuestConfig>,
 }
@@ -101,6 +104,10 @@ impl LimitsConfig {
 
 fn default_shutdown_timeout_ms() -> u64 {
     5_000
+}
+
+fn default_drain_timeout_ms() -> u64 {
+    30_000
 }
 
 fn default_on_fault() -> FaultPolicy {

@@ -90,6 +90,15 @@ struct RunArgs {
     /// On SIGINT/SIGTERM, how long to let output drain before closing.
     #[arg(long, value_name = "MS", default_value_t = 5000)]
     shutdown_timeout_ms: u64,
+
+    /// Reload a guest whenever its module file changes (as SIGHUP does).
+    #[arg(long)]
+    watch: bool,
+
+    /// After a reload (SIGHUP), how long the old version keeps serving its
+    /// open connections before they are closed.
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    drain_timeout_ms: u64,
 }
 
 fn main() -> ExitCode {
@@ -155,7 +164,7 @@ struct Planned {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
-    let (planned, shutdown_timeout_ms) = match &args.config {
+    let (planned, shutdown_timeout_ms, drain_timeout_ms) = match &args.config {
         Some(file) => {
             let config = HostConfig::load(file)?;
             let guests = config
@@ -171,9 +180,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                     on_fault: g.on_fault,
                 })
                 .collect();
-            (guests, config.shutdown_timeout_ms)
+            (guests, config.shutdown_timeout_ms, config.drain_timeout_ms)
         }
-        None => (vec![planned_from_flags(&args)], args.shutdown_timeout_ms),
+        None => (vec![planned_from_flags(&args)], args.shutdown_timeout_ms, args.drain_timeout_ms),
     };
 
     let runtime = Runtime::new().context("cannot start the WebAssembly runtime")?;
@@ -194,12 +203,19 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 
     let mut event_loop = EventLoop::new().context("cannot create the event loop")?;
-    let server_config =
-        ServerConfig { shutdown_timeout: Duration::from_millis(shutdown_timeout_ms), ..ServerConfig::default() };
+    let server_config = ServerConfig {
+        shutdown_timeout: Duration::from_millis(shutdown_timeout_ms),
+        drain_timeout: Duration::from_millis(drain_timeout_ms),
+        ..ServerConfig::default()
+    };
     let mut server = Server::new(runtime, server_config);
+    server.set_handle(event_loop.handle());
     server.handle_signals(event_loop.reactor()).context("cannot install signal handlers")?;
     for spec in specs {
         server.add_guest(event_loop.reactor(), spec)?;
+    }
+    if args.watch {
+        server.watch_modules(event_loop.reactor()).context("cannot watch the module files")?;
     }
     tracing::info!("ready");
     wasmloop::runtime::on_loop_thread(|| event_loop.run(&mut server))

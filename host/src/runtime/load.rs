@@ -37,10 +37,13 @@ pub enum LoadError {
 }
 
 /// A compiled component, linked and checked against the world.
+#[derive(Clone)]
 pub struct Module {
     pub(crate) pre: InstancePre<GuestState>,
     pub(crate) exports: ExportIndices,
     pub path: PathBuf,
+    /// A short hash of the file's bytes, naming this version in logs.
+    pub version: String,
 }
 
 /// Where a component's exported interfaces are: `callbacks` always, the
@@ -54,8 +57,16 @@ pub(crate) struct ExportIndices {
 
 pub struct Runtime {
     pub(crate) engine: Engine,
-    linker: Linker<GuestState>,
+    loader: Loader,
     pub(crate) ticker: Arc<EpochTicker>,
+}
+
+/// Compiles and links components. `Send` and cheap to clone, so a
+/// background thread can compile while the loop serves.
+#[derive(Clone)]
+pub struct Loader {
+    engine: Engine,
+    linker: Arc<Linker<GuestState>>,
 }
 
 impl Runtime {
@@ -71,11 +82,29 @@ impl Runtime {
         wasi::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
         imports::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
         let ticker = Arc::new(EpochTicker::start(engine.clone(), EPOCH_PERIOD)?);
-        Ok(Runtime { engine, linker, ticker })
+        let loader = Loader { engine: engine.clone(), linker: Arc::new(linker) };
+        Ok(Runtime { engine, loader, ticker })
     }
 
     /// Reads, compiles and links `path`. Compiling can take seconds for big
-    /// components: callers on the loop thread should know that.
+    /// components: on the loop thread, use [`Runtime::loader`] on another
+    /// thread instead.
+    pub fn load(&self, path: &Path) -> Result<Module, LoadError> {
+        self.loader.load(path)
+    }
+
+    pub fn loader(&self) -> Loader {
+        self.loader.clone()
+    }
+
+    /// Epoch ticks that cover `deadline`, counting the tick in progress.
+    pub(crate) fn ticks(&self, deadline: Duration) -> u64 {
+        deadline.as_nanos().div_ceil(EPOCH_PERIOD.as_nanos()) as u64 + 1
+    }
+}
+
+impl Loader {
+    /// Reads, compiles and links `path`, checking it fits the world.
     pub fn load(&self, path: &Path) -> Result<Module, LoadError> {
         let path_buf = path.to_path_buf();
         let bytes = std::fs::read(path).map_err(|error| LoadError::Read { path: path_buf.clone(), error })?;
@@ -104,13 +133,17 @@ impl Runtime {
             outbound: OutboundCallbacksIndices::new(&pre).ok(),
             datagrams: DatagramCallbacksIndices::new(&pre).ok(),
         };
-        Ok(Module { pre, exports, path: path_buf })
+        Ok(Module { pre, exports, path: path_buf, version: version_of(&bytes) })
     }
+}
 
-    /// Epoch ticks that cover `deadline`, counting the tick in progress.
-    pub(crate) fn ticks(&self, deadline: Duration) -> u64 {
-        deadline.as_nanos().div_ceil(EPOCH_PERIOD.as_nanos()) as u64 + 1
-    }
+/// 12 hex digits of a hash of the bytes: enough to tell versions apart in
+/// logs (not a security property).
+fn version_of(bytes: &[u8]) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    format!("{:012x}", hasher.finish() >> 16)
 }
 
 fn root_cause(e: &wasmtime::Error) -> String {

@@ -13,7 +13,7 @@ mod wasi;
 
 pub use guest::{Fault, Guest};
 pub use imports::monotonic_nanos;
-pub use load::{LoadError, Module, Runtime};
+pub use load::{LoadError, Loader, Module, Runtime};
 pub use sockets::connect_error;
 pub use state::{ConnKey, GuestLimits, GuestSetup, GuestState, Handle, ListenerGrant, UdpKey, UdpSocket};
 

@@ -9,7 +9,9 @@ mod datagrams;
 mod faults;
 mod listener;
 mod outbound;
+mod reload;
 mod signals;
+mod watch;
 
 use std::collections::VecDeque;
 use std::io;
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use slotmap::{Key, KeyData, SlotMap, new_key_type};
 use tracing::{debug, error, info, warn};
-use wasmloop_reactor::{Event, Expired, Handler, Interest, Reactor, TimerId, Token};
+use wasmloop_reactor::{Event, Expired, Handler, Interest, LoopHandle, Reactor, TimerId, Token};
 
 use crate::config::FaultPolicy;
 use crate::connection::{Connection, Settled, UNREGISTERED, close_reason};
@@ -47,11 +49,17 @@ pub struct ServerConfig {
     pub linger: Duration,
     /// How long shutdown waits for output to drain before closing the rest.
     pub shutdown_timeout: Duration,
+    /// After a reload, how long the old version keeps its connections.
+    pub drain_timeout: Duration,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { linger: Duration::from_secs(10), shutdown_timeout: Duration::from_secs(5) }
+        ServerConfig {
+            linger: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -82,7 +90,13 @@ enum Route {
     GuestTimers(GuestKey),
     /// The backoff before restarting a faulted guest.
     Restart(GuestKey),
+    /// The drain deadline of an old version after a reload.
+    DrainDeadline(GuestKey),
     Signals,
+    ReloadSignal,
+    /// Module files changed (`--watch`), and the debounce timer.
+    Watch,
+    WatchQuiet,
     ShutdownDeadline,
 }
 
@@ -109,6 +123,10 @@ struct GuestSlot {
     faults: FaultHistory,
     timer_route: RouteKey,
     restart_route: RouteKey,
+    drain_route: RouteKey,
+    /// Set on an old version after a reload: it keeps its connections until
+    /// they close or this deadline passes, and gets no new ones.
+    draining: Option<Instant>,
     /// The loop timer armed at the guest's earliest timer deadline.
     armed: Option<(TimerId, Instant)>,
     /// When the connection limit was last reported (rate-limits the log).
@@ -127,6 +145,14 @@ pub struct Server {
     shutting_down: bool,
     /// Set when a guest's fault policy stops the host.
     exit_reason: Option<String>,
+    /// For background work to post results back (reload).
+    handle: Option<LoopHandle<Server>>,
+    /// `--watch`: module files to reload when they change.
+    watcher: Option<watch::Watcher>,
+    /// Guests whose module changed, waiting for the file to go quiet.
+    changed: Vec<String>,
+    watch_quiet: Option<TimerId>,
+    watch_route: Option<RouteKey>,
 }
 
 fn token(key: RouteKey) -> Token {
@@ -150,6 +176,11 @@ impl Server {
             read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
             shutting_down: false,
             exit_reason: None,
+            handle: None,
+            watcher: None,
+            changed: Vec::new(),
+            watch_quiet: None,
+            watch_route: None,
         }
     }
 
@@ -159,9 +190,9 @@ impl Server {
 
     /// Turns SIGINT and SIGTERM into a graceful shutdown on the loop.
     pub fn handle_signals(&mut self, reactor: &Reactor) -> io::Result<()> {
-        let route = self.routes.insert(Route::Signals);
         let signals = Signals::install()?;
-        reactor.add(signals.fd(), token(route), Interest::READABLE)?;
+        reactor.add(&signals.stop, token(self.routes.insert(Route::Signals)), Interest::READABLE)?;
+        reactor.add(&signals.reload, token(self.routes.insert(Route::ReloadSignal)), Interest::READABLE)?;
         self.signals = Some(signals);
         Ok(())
     }
@@ -193,18 +224,7 @@ impl Server {
             }
             anyhow::anyhow!("{line}")
         })?;
-        let routes = &mut self.routes;
-        let g = self.guests.insert_with_key(|g| GuestSlot {
-            guest: Some(guest),
-            module: spec.module,
-            setup,
-            on_fault: spec.on_fault,
-            faults: FaultHistory::default(),
-            timer_route: routes.insert(Route::GuestTimers(g)),
-            restart_route: routes.insert(Route::Restart(g)),
-            armed: None,
-            refused_warning: None,
-        });
+        let g = self.insert_slot(guest, spec.module, setup, spec.on_fault);
         for (i, socket) in spec.listeners.into_iter().enumerate() {
             let index = self.listeners.len();
             let route = self.routes.insert(Route::Listener(index));
@@ -215,6 +235,33 @@ impl Server {
         }
         self.settle(reactor, g);
         Ok(())
+    }
+
+    /// Adds a running instance with the routes its timers need.
+    fn insert_slot(&mut self, guest: Guest, module: Module, setup: GuestSetup, on_fault: FaultPolicy) -> GuestKey {
+        let routes = &mut self.routes;
+        self.guests.insert_with_key(|g| {
+            let [timer_route, restart_route, drain_route] = reload::slot_routes(routes, g);
+            GuestSlot {
+                guest: Some(guest),
+                module,
+                setup,
+                on_fault,
+                faults: FaultHistory::default(),
+                timer_route,
+                restart_route,
+                drain_route,
+                armed: None,
+                refused_warning: None,
+                draining: None,
+            }
+        })
+    }
+
+    /// Gives the server its loop's handle, so background work (compiling
+    /// for a reload) can post results back.
+    pub fn set_handle(&mut self, handle: LoopHandle<Server>) {
+        self.handle = Some(handle);
     }
 
     // ---- Calling guests -------------------------------------------------
@@ -358,6 +405,10 @@ impl Server {
     /// stop the host.
     fn apply_fault_policy(&mut self, reactor: &mut Reactor, g: GuestKey) {
         let Some(slot) = self.guests.get_mut(g) else { return };
+        if slot.draining.is_some() {
+            // An old version after a reload: nothing to restart.
+            return self.retire_if_drained(reactor, g);
+        }
         let name = slot.setup.name.clone();
         match slot.on_fault {
             FaultPolicy::Restart => match slot.faults.record(Instant::now()) {
@@ -539,18 +590,22 @@ impl Server {
             self.call(reactor, g, |guest| guest.on_shutdown());
         }
         for &g in &guests {
-            let Some(guest) = self.guests.get(g).and_then(|s| s.guest.as_ref()) else {
-                continue;
-            };
-            for (c, conn) in &guest.state().connections {
-                conn.closing.borrow_mut().get_or_insert(CloseReason::HostShutdown);
-                guest.state().dirty.borrow_mut().push(c);
-            }
-            self.settle(reactor, g);
+            self.close_all(reactor, g);
         }
         let route = self.routes.insert(Route::ShutdownDeadline);
         reactor.set_timeout(self.config.shutdown_timeout, token(route));
         self.stop_if_done(reactor);
+    }
+
+    /// Closes every connection of instance `g` gracefully (output is sent
+    /// first, within the linger time), with reason `host-shutdown`.
+    fn close_all(&mut self, reactor: &mut Reactor, g: GuestKey) {
+        let Some(guest) = self.guests.get(g).and_then(|s| s.guest.as_ref()) else { return };
+        for (c, conn) in &guest.state().connections {
+            conn.closing.borrow_mut().get_or_insert(CloseReason::HostShutdown);
+            guest.state().dirty.borrow_mut().push(c);
+        }
+        self.settle(reactor, g);
     }
 
     fn abort_all(&mut self, reactor: &mut Reactor) {
@@ -621,12 +676,23 @@ impl Handler for Server {
                 }
             }
             Route::Signals => {
-                if self.signals.as_ref().is_some_and(|s| s.drain()) {
+                if self.signals.as_ref().is_some_and(|s| signals::drain(&s.stop)) {
                     self.begin_shutdown(reactor);
                 }
             }
+            Route::Watch => self.module_files_changed(reactor),
+            Route::ReloadSignal => {
+                if self.signals.as_ref().is_some_and(|s| signals::drain(&s.reload)) {
+                    info!("SIGHUP: reloading every guest from disk");
+                    self.reload(None);
+                }
+            }
             Route::Datagram(g, k) => self.receive_datagrams(reactor, g, k),
-            Route::GuestTimers(_) | Route::Restart(_) | Route::ShutdownDeadline => {}
+            Route::GuestTimers(_)
+            | Route::Restart(_)
+            | Route::DrainDeadline(_)
+            | Route::WatchQuiet
+            | Route::ShutdownDeadline => {}
         }
     }
 
@@ -648,11 +714,19 @@ impl Handler for Server {
             }
             Route::Listener(index) => self.accept(reactor, index),
             Route::Restart(g) => self.restart(reactor, g),
+            Route::DrainDeadline(g) => self.drain_deadline(reactor, g),
+            Route::WatchQuiet => {
+                self.watch_quiet = None;
+                for name in std::mem::take(&mut self.changed) {
+                    info!(guest = &*name, "module file changed: reloading");
+                    self.reload(Some(&name));
+                }
+            }
             Route::ShutdownDeadline => {
                 warn!("shutdown timeout: closing connections that did not drain");
                 self.abort_all(reactor);
             }
-            Route::Signals | Route::Datagram(..) => {}
+            Route::Signals | Route::ReloadSignal | Route::Watch | Route::Datagram(..) => {}
         }
     }
 
@@ -672,6 +746,7 @@ impl Handler for Server {
                 }
                 Deferred::Closed(g, handle, reason) => {
                     self.call(reactor, g, |guest| guest.on_close(handle, &reason));
+                    self.retire_if_drained(reactor, g);
                 }
                 Deferred::Accept(index) => self.accept(reactor, index),
                 Deferred::Connected(g, c, outcome) => self.deliver_connect(reactor, g, c, outcome),

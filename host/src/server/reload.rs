@@ -1,0 +1,176 @@
+//! Hot reload: a new version of a guest replaces the running one while it
+//! serves, in drain mode.
+//!
+//! 1. [`Server::reload`] (SIGHUP, or an embedder) starts a thread per guest
+//!    that reads and compiles the module file: compiling takes seconds for
+//!    big components, so it never runs on the loop.
+//! 2. The thread posts the result back through the loop's handle.
+//!    [`Server::finish_reload`] starts the new version (instantiate +
+//!    `init` with the same config). If anything fails, the old version keeps
+//!    running and the log says why.
+//! 3. Swap: listeners now hand new connections to the new instance; the old
+//!    instance keeps its connections until they close (then it is dropped:
+//!    "drained"), or until the drain deadline closes what is left.
+
+use std::thread;
+use std::time::Instant;
+
+use tracing::{error, info, warn};
+use wasmloop_reactor::Reactor;
+
+use super::watch::{DEBOUNCE, Watcher};
+use super::{GuestKey, GuestSlot, Route, Server, token};
+use crate::runtime::{Guest, LoadError, Module};
+
+impl Server {
+    /// Reloads the guest called `name` (every guest if `None`) from its
+    /// module file. Returns at once; the outcome is logged.
+    pub fn reload(&mut self, name: Option<&str>) {
+        let Some(handle) = self.handle.clone() else {
+            warn!("reload requested, but the server has no loop handle");
+            return;
+        };
+        for slot in self.guests.values().filter(|s| s.draining.is_none()) {
+            if name.is_some_and(|n| n != &*slot.setup.name) {
+                continue;
+            }
+            let guest = slot.setup.name.clone();
+            let path = slot.module.path.clone();
+            let loader = self.runtime.loader();
+            let handle = handle.clone();
+            let spawned = thread::Builder::new().name(format!("compile-{guest}")).spawn(move || {
+                let started = Instant::now();
+                let result = loader.load(&path);
+                let compiled_in = started.elapsed();
+                // The loop may be gone (shutdown): then nobody needs it.
+                let _ = handle.post(move |server: &mut Server, reactor: &mut Reactor| {
+                    server.finish_reload(reactor, &guest, result, compiled_in)
+                });
+            });
+            if let Err(e) = spawned {
+                error!(guest = &*slot.setup.name, "cannot start a compile thread: {e}");
+            }
+        }
+    }
+
+    /// On the loop: validate the compiled version, swap it in, drain the old.
+    fn finish_reload(
+        &mut self,
+        reactor: &mut Reactor,
+        name: &str,
+        result: Result<Module, LoadError>,
+        compiled_in: std::time::Duration,
+    ) {
+        let Some(old) = self.current(name) else { return };
+        let old_version = self.guests[old].module.version.clone();
+        let keeps_running = |reason: &dyn std::fmt::Display| {
+            warn!(guest = name, "reload failed, version {old_version} keeps running: {reason}");
+        };
+        let module = match result {
+            Ok(module) => module,
+            Err(e) => return keeps_running(&e),
+        };
+        if self.shutting_down {
+            return;
+        }
+        let swap_started = Instant::now();
+        let setup = self.guests[old].setup.clone();
+        let guest = match Guest::start(&self.runtime, &module, &setup) {
+            Ok(guest) => guest,
+            Err(fault) => return keeps_running(&fault),
+        };
+        let new_version = module.version.clone();
+        let old_slot = &self.guests[old];
+        let on_fault = old_slot.on_fault;
+        let new = self.insert_slot(guest, module, setup, on_fault);
+        for listener in self.listeners.iter_mut().filter(|l| l.guest == old) {
+            listener.guest = new;
+        }
+        let deadline = self.config.drain_timeout;
+        let slot = &mut self.guests[old];
+        slot.draining = Some(Instant::now() + deadline);
+        let draining = slot.guest.as_ref().map_or(0, |g| g.state().connections.len());
+        reactor.set_timeout(deadline, token(slot.drain_route));
+        self.settle(reactor, new);
+        info!(
+            guest = name,
+            "reloaded (version {old_version} -> {new_version}): compiled in {compiled_in:?}, swapped in {:?}, {draining} connections draining",
+            swap_started.elapsed()
+        );
+        self.retire_if_drained(reactor, old);
+    }
+
+    /// `--watch`: reload each guest when its module file changes.
+    pub fn watch_modules(&mut self, reactor: &mut Reactor) -> std::io::Result<()> {
+        let mut watcher = Watcher::new()?;
+        for slot in self.guests.values() {
+            watcher.watch(&slot.module.path, &slot.setup.name)?;
+        }
+        reactor.add(&watcher, token(self.routes.insert(Route::Watch)), wasmloop_reactor::Interest::READABLE)?;
+        self.watcher = Some(watcher);
+        Ok(())
+    }
+
+    /// Module files changed: (re)arm the quiet timer; the reload happens
+    /// once the files stop changing.
+    pub(super) fn module_files_changed(&mut self, reactor: &mut Reactor) {
+        let Some(watcher) = self.watcher.as_mut() else { return };
+        let changed = &mut self.changed;
+        watcher.drain(|guest| {
+            if !changed.iter().any(|g| g == guest) {
+                changed.push(guest.to_string());
+            }
+        });
+        if self.changed.is_empty() {
+            return;
+        }
+        if let Some(id) = self.watch_quiet.take() {
+            reactor.cancel_timer(id);
+        }
+        let route = *self.watch_route.get_or_insert_with(|| self.routes.insert(Route::WatchQuiet));
+        self.watch_quiet = Some(reactor.set_timeout(DEBOUNCE, token(route)));
+    }
+
+    /// The instance serving new connections for `name`.
+    fn current(&self, name: &str) -> Option<GuestKey> {
+        self.guests.iter().find(|(_, s)| s.draining.is_none() && &*s.setup.name == name).map(|(g, _)| g)
+    }
+
+    /// Drops a draining instance once its last connection is gone.
+    pub(super) fn retire_if_drained(&mut self, reactor: &mut Reactor, g: GuestKey) {
+        let Some(slot) = self.guests.get(g) else { return };
+        if slot.draining.is_none() || slot.guest.as_ref().is_some_and(|guest| !guest.state().connections.is_empty()) {
+            return;
+        }
+        let slot = self.guests.remove(g).expect("checked above");
+        self.forget_slot(reactor, &slot);
+        info!(guest = &*slot.setup.name, "version {} drained", slot.module.version);
+    }
+
+    /// The drain deadline passed: close what is left of an old version.
+    pub(super) fn drain_deadline(&mut self, reactor: &mut Reactor, g: GuestKey) {
+        let Some(slot) = self.guests.get(g) else { return };
+        let Some(guest) = slot.guest.as_ref() else { return self.retire_if_drained(reactor, g) };
+        let left = guest.state().connections.len();
+        warn!(
+            guest = &*slot.setup.name,
+            "drain deadline: closing {left} connections of version {}", slot.module.version
+        );
+        self.close_all(reactor, g);
+    }
+
+    /// Removes the routes a slot owns and its armed timer.
+    pub(super) fn forget_slot(&mut self, reactor: &mut Reactor, slot: &GuestSlot) {
+        for route in [slot.timer_route, slot.restart_route, slot.drain_route] {
+            self.routes.remove(route);
+        }
+        if let Some((id, _)) = slot.armed {
+            reactor.cancel_timer(id);
+        }
+    }
+}
+
+/// The routes a new slot needs, made before the slot exists.
+pub(super) fn slot_routes(routes: &mut slotmap::SlotMap<super::RouteKey, Route>, g: GuestKey) -> [super::RouteKey; 3] {
+    [routes.insert(Route::GuestTimers(g)), routes.insert(Route::Restart(g)), routes.insert(Route::DrainDeadline(g))]
+}
