@@ -24,6 +24,26 @@ pub enum FaultPolicy {
     Exit,
 }
 
+/// What a reload does with the old version's connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReloadMode {
+    /// New connections go to the new version; the old one keeps its
+    /// connections until they close (or the drain deadline).
+    Drain,
+    /// The old version hands its state (`snapshot`) to the new one
+    /// (`restore`), with its connections and timers; the old one is dropped
+    /// at once. Falls back to drain for guests that cannot migrate.
+    Migrate,
+}
+
+/// How the host treats one guest when it faults or is reloaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub on_fault: FaultPolicy,
+    pub reload: ReloadMode,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostConfig {
@@ -56,6 +76,8 @@ pub struct GuestConfig {
     pub udp: Vec<SocketAddr>,
     #[serde(default = "default_on_fault")]
     pub on_fault: FaultPolicy,
+    #[serde(default = "default_reload")]
+    pub reload: ReloadMode,
     #[serde(default)]
     pub limits: LimitsConfig,
 }
@@ -110,6 +132,10 @@ fn default_drain_timeout_ms() -> u64 {
     30_000
 }
 
+fn default_reload() -> ReloadMode {
+    ReloadMode::Drain
+}
+
 fn default_on_fault() -> FaultPolicy {
     FaultPolicy::Restart
 }
@@ -153,6 +179,10 @@ impl HostConfig {
 }
 
 impl GuestConfig {
+    pub fn policy(&self) -> Policy {
+        Policy { on_fault: self.on_fault, reload: self.reload }
+    }
+
     pub fn grants(&self) -> Grants {
         let rules = self.connect.iter().filter_map(|r| r.parse().ok()).collect();
         Grants { connect: Allowlist::new(rules), udp: self.udp.clone() }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use wasmloop::config::{FaultPolicy, HostConfig};
+use wasmloop::config::{FaultPolicy, HostConfig, Policy, ReloadMode};
 use wasmloop::grants::{AllowRule, Allowlist, Grants};
 use wasmloop::runtime::{GuestLimits, Runtime};
 use wasmloop::server::{GuestSpec, Server, ServerConfig, bind};
@@ -66,6 +66,11 @@ struct RunArgs {
     /// What to do when the guest traps.
     #[arg(long, value_enum, default_value = "restart")]
     on_fault: FaultPolicy,
+
+    /// What a reload does with open connections: drain them on the old
+    /// version, or migrate them (and the guest's state) to the new one.
+    #[arg(long, value_enum, default_value = "drain")]
+    reload_mode: ReloadMode,
 
     /// Longest a single callback may run before the guest is stopped.
     #[arg(long, value_name = "MS", default_value_t = 50)]
@@ -160,7 +165,7 @@ struct Planned {
     config: String,
     grants: Grants,
     limits: GuestLimits,
-    on_fault: FaultPolicy,
+    policy: Policy,
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -177,7 +182,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                     config: g.config.clone(),
                     grants: g.grants(),
                     limits: g.limits.apply(GuestLimits::default()),
-                    on_fault: g.on_fault,
+                    policy: g.policy(),
                 })
                 .collect();
             (guests, config.shutdown_timeout_ms, config.drain_timeout_ms)
@@ -197,7 +202,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             config: guest.config,
             limits: guest.limits,
             grants: guest.grants,
-            on_fault: guest.on_fault,
+            policy: guest.policy,
         };
         specs.push(spec);
     }
@@ -245,6 +250,6 @@ fn planned_from_flags(args: &RunArgs) -> Planned {
             max_timers: args.max_timers,
             ..defaults
         },
-        on_fault: args.on_fault,
+        policy: Policy { on_fault: args.on_fault, reload: args.reload_mode },
     }
 }

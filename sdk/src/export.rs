@@ -1,12 +1,12 @@
 //! The glue between the generated exports (`callbacks`, `outbound-callbacks`,
-//! `datagram-callbacks`) and a [`Handler`].
+//! `datagram-callbacks`, `migration`) and a [`Handler`].
 
 use std::any::Any;
 use std::cell::RefCell;
 use std::marker::PhantomData;
 
 use crate::bindings::exports::wasmloop::handler::callbacks::Guest;
-use crate::bindings::exports::wasmloop::handler::{datagram_callbacks, outbound_callbacks};
+use crate::bindings::exports::wasmloop::handler::{datagram_callbacks, migration, outbound_callbacks};
 use crate::bindings::wasmloop::handler::{outbound, types};
 use crate::{Connection, Handler, Listener, Timer, UdpSocket};
 
@@ -80,6 +80,21 @@ impl<H: Handler> Guest for Exports<H> {
 impl<H: Handler> outbound_callbacks::Guest for Exports<H> {
     fn on_connect(conn: u64, outcome: Result<(), outbound::ConnectError>) {
         Self::with(|h| h.on_connect(Connection(conn), outcome.map_err(Into::into)));
+    }
+}
+
+impl<H: Handler> migration::Guest for Exports<H> {
+    fn snapshot() -> Option<Vec<u8>> {
+        Self::with(|h| h.snapshot())
+    }
+
+    fn restore(config: String, listeners: Vec<types::ListenerInfo>, state: Vec<u8>) -> Result<(), String> {
+        let listeners: Vec<Listener> = listeners.iter().map(|info| Listener(info.handle)).collect();
+        let handler = H::restore(&config, &listeners, &state)?;
+        HANDLER.with(|slot| {
+            *slot.try_borrow_mut().expect("wasmloop-sdk: restore called during a callback") = Some(Box::new(handler));
+        });
+        Ok(())
     }
 }
 

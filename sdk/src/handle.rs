@@ -9,10 +9,9 @@ macro_rules! handle_integer {
                 self.0
             }
 
-            /// A wrapper around any integer, for tests that hand the host
-            /// forged or stale handles. A handle the host did not give this
-            /// guest is refused with an invalid-handle error.
-            #[doc(hidden)]
+            /// The handle behind an integer from [`raw`](Self::raw), e.g.
+            /// one kept in a migration snapshot. A number the host did not
+            /// give this guest is refused with an invalid-handle error.
             pub fn from_raw(raw: u64) -> Self {
                 Self(raw)
             }

@@ -141,6 +141,23 @@ pub trait Handler: Sized + 'static {
     /// [`CloseReason::HostShutdown`].
     fn on_shutdown(&mut self) {}
 
+    /// Hot reload in migrate mode (`--reload-mode migrate`): the state to
+    /// hand to the next version, in any encoding the guest chooses. The
+    /// default, `None`, means "cannot migrate": the host then drains this
+    /// version instead.
+    fn snapshot(&mut self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Builds the next version from [`Handler::snapshot`]'s bytes, instead of
+    /// [`Handler::init`]. The old version's connections and timers are
+    /// already this one's, with the same handles; no `on_accept` comes for
+    /// them. An error keeps the old version running.
+    fn restore(config: &str, listeners: &[Listener], state: &[u8]) -> Result<Self, String> {
+        let _ = (config, listeners, state);
+        Err("this guest does not implement Handler::restore".into())
+    }
+
     /// An outbound connect started by [`Connection::connect`] finished.
     /// On `Ok`, `conn` is a connection like an accepted one: `on_data`,
     /// `on_close` and the rest follow. On `Err`, the handle is dead and no

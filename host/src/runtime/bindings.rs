@@ -16,6 +16,7 @@ pub use exports::wasmloop::handler::callbacks::{Guest as Callbacks, GuestIndices
 pub use exports::wasmloop::handler::datagram_callbacks::{
     Guest as DatagramCallbacks, GuestIndices as DatagramCallbacksIndices,
 };
+pub use exports::wasmloop::handler::migration::{Guest as Migration, GuestIndices as MigrationIndices};
 pub use exports::wasmloop::handler::outbound_callbacks::{
     Guest as OutboundCallbacks, GuestIndices as OutboundCallbacksIndices,
 };

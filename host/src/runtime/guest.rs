@@ -8,7 +8,7 @@ use std::time::Duration;
 use wasmtime::{Store, StoreLimitsBuilder, Trap, WasmBacktrace};
 
 use crate::runtime::bindings::{
-    Callbacks, CloseReason, ConnectError, DatagramCallbacks, EofAction, ListenerInfo, OutboundCallbacks,
+    Callbacks, CloseReason, ConnectError, DatagramCallbacks, EofAction, ListenerInfo, Migration, OutboundCallbacks,
 };
 use crate::runtime::load::{Module, Runtime};
 use crate::runtime::state::{GuestSetup, GuestState};
@@ -38,6 +38,8 @@ struct Exports {
     outbound: Option<OutboundCallbacks>,
     /// Present if the guest exports `datagram-callbacks`.
     datagrams: Option<DatagramCallbacks>,
+    /// Present if the guest exports `migration`.
+    migration: Option<Migration>,
 }
 
 pub struct Guest {
@@ -47,11 +49,53 @@ pub struct Guest {
     deadline_ticks: u64,
     /// The callback deadline, for the message when it is exceeded.
     deadline: Duration,
+    /// Epoch ticks and duration for `init` and `restore`.
+    init_deadline: (u64, Duration),
 }
 
 impl Guest {
     /// Instantiates `module` and runs its `init`.
     pub fn start(runtime: &Runtime, module: &Module, setup: &GuestSetup) -> Result<Guest, Fault> {
+        let mut guest = Guest::instantiate(runtime, module, setup)?;
+        let infos = listener_infos(setup);
+        let init = guest.init_deadline;
+        let result = guest.call_with("init", init, |e, s| e.callbacks.call_init(s, &setup.config, &infos))?;
+        result.map_err(|message| guest.refused("init", message))?;
+        Ok(guest)
+    }
+
+    /// Like [`Guest::start`], but through the guest's `restore` with the
+    /// state of its previous version (migrate mode). The caller has already
+    /// moved the old version's connections and timers into this one.
+    pub fn restore(&mut self, setup: &GuestSetup, state: &[u8]) -> Result<(), Fault> {
+        let infos = listener_infos(setup);
+        let init = self.init_deadline;
+        let result = self.call_with("restore", init, |e, s| match &e.migration {
+            Some(m) => m.call_restore(s, &setup.config, &infos, state),
+            None => Ok(Err("the guest does not export wasmloop:handler/migration".into())),
+        })?;
+        result.map_err(|message| self.refused("restore", message))
+    }
+
+    /// The guest's state for its next version, if it can migrate.
+    pub fn snapshot(&mut self) -> Result<Option<Vec<u8>>, Fault> {
+        self.call("snapshot", |e, s| match &e.migration {
+            Some(m) => m.call_snapshot(s),
+            None => Ok(None),
+        })
+    }
+
+    pub fn can_migrate(&self) -> bool {
+        self.exports.migration.is_some()
+    }
+
+    fn refused(&self, callback: &'static str, message: String) -> Fault {
+        Fault { guest: self.name().clone(), callback, what: "refused to start", detail: message }
+    }
+
+    /// A fresh instance in its own store; no guest code has run but the
+    /// component's start functions.
+    pub fn instantiate(runtime: &Runtime, module: &Module, setup: &GuestSetup) -> Result<Guest, Fault> {
         let name = setup.name.clone();
         let limits = &setup.limits;
         let store_limits = StoreLimitsBuilder::new()
@@ -64,12 +108,6 @@ impl Guest {
             .memories(MAX_MEMORIES)
             .table_elements(MAX_TABLE_ELEMENTS)
             .build();
-        let infos: Vec<ListenerInfo> = setup
-            .listeners
-            .iter()
-            .enumerate()
-            .map(|(i, l)| ListenerInfo { handle: i as u64 + 1, address: l.address.clone() })
-            .collect();
         let state = GuestState::new(setup, store_limits, wasi::context(&name));
         let mut store = Store::new(&runtime.engine, state);
         store.limiter(|s| &mut s.store_limits);
@@ -95,27 +133,21 @@ impl Guest {
                 Some(i) => Some(i.load(&mut store, &instance).map_err(|e| fault("failed", e))?),
                 None => None,
             },
+            migration: match &indices.migration {
+                Some(i) => Some(i.load(&mut store, &instance).map_err(|e| fault("failed", e))?),
+                None => None,
+            },
         };
         // `connect` refuses guests that could never learn the outcome.
         store.data_mut().has_outbound = exports.outbound.is_some();
-        let mut guest = Guest {
+        Ok(Guest {
             store,
             exports,
             ticker: runtime.ticker.clone(),
             deadline_ticks: runtime.ticks(limits.callback_deadline),
             deadline: limits.callback_deadline,
-        };
-        let init_ticks = runtime.ticks(limits.init_deadline);
-        let result = guest.call_with("init", (init_ticks, limits.init_deadline), |e, s| {
-            e.callbacks.call_init(s, &setup.config, &infos)
-        })?;
-        result.map_err(|message| Fault {
-            guest: name.clone(),
-            callback: "init",
-            what: "refused to start",
-            detail: message,
-        })?;
-        Ok(guest)
+            init_deadline: (runtime.ticks(limits.init_deadline), limits.init_deadline),
+        })
     }
 
     pub fn name(&self) -> &Arc<str> {
@@ -207,6 +239,16 @@ impl Guest {
             detail: describe(&e, deadline),
         })
     }
+}
+
+/// The listeners as `init` and `restore` receive them.
+fn listener_infos(setup: &GuestSetup) -> Vec<ListenerInfo> {
+    setup
+        .listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| ListenerInfo { handle: i as u64 + 1, address: l.address.clone() })
+        .collect()
 }
 
 /// The trap and the wasm backtrace, without the host's Rust backtrace.

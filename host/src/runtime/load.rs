@@ -8,7 +8,9 @@ use std::time::Duration;
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, Engine};
 
-use crate::runtime::bindings::{CallbacksIndices, DatagramCallbacksIndices, OutboundCallbacksIndices};
+use crate::runtime::bindings::{
+    CallbacksIndices, DatagramCallbacksIndices, MigrationIndices, OutboundCallbacksIndices,
+};
 use crate::runtime::state::GuestState;
 use crate::runtime::ticker::EpochTicker;
 use crate::runtime::{imports, wasi};
@@ -53,6 +55,7 @@ pub(crate) struct ExportIndices {
     pub callbacks: CallbacksIndices,
     pub outbound: Option<OutboundCallbacksIndices>,
     pub datagrams: Option<DatagramCallbacksIndices>,
+    pub migration: Option<MigrationIndices>,
 }
 
 pub struct Runtime {
@@ -132,6 +135,7 @@ impl Loader {
             callbacks,
             outbound: OutboundCallbacksIndices::new(&pre).ok(),
             datagrams: DatagramCallbacksIndices::new(&pre).ok(),
+            migration: MigrationIndices::new(&pre).ok(),
         };
         Ok(Module { pre, exports, path: path_buf, version: version_of(&bytes) })
     }

@@ -65,6 +65,15 @@ pub struct UdpSocket {
 /// that, denials are no longer logged (a guest cannot grow the set forever).
 const DENIED_REMEMBERED: usize = 1024;
 
+/// A guest's connections, timers, output budget and UDP sockets on their
+/// way from one version of the guest to the next.
+pub struct Handover {
+    connections: SlotMap<ConnKey, Connection>,
+    timers: TimerHeap,
+    output: OutputBudget,
+    udp: SlotMap<UdpKey, UdpSocket>,
+}
+
 /// Everything needed to start (and restart) one guest.
 #[derive(Clone, Debug)]
 pub struct GuestSetup {
@@ -172,6 +181,26 @@ impl GuestState {
             wasi,
             table: ResourceTable::new(),
         }
+    }
+
+    /// Everything a handle can name, taken out for the guest's next version
+    /// (migrate mode); this state is left empty.
+    pub fn hand_over(&mut self) -> Handover {
+        Handover {
+            connections: std::mem::take(&mut self.connections),
+            timers: std::mem::take(&mut self.timers),
+            output: std::mem::replace(&mut self.output, OutputBudget::new(self.limits.max_output_total)),
+            udp: std::mem::take(&mut self.udp),
+        }
+    }
+
+    /// Takes over what [`GuestState::hand_over`] gave, handles unchanged.
+    /// Meant for a fresh instance, whose own (empty) tables are dropped.
+    pub fn take_over(&mut self, from: Handover) {
+        self.connections = from.connections;
+        self.timers = from.timers;
+        self.output = from.output;
+        self.udp = from.udp;
     }
 
     /// The live connection behind `handle`, if it is this guest's.

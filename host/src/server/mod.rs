@@ -22,7 +22,7 @@ use slotmap::{Key, KeyData, SlotMap, new_key_type};
 use tracing::{debug, error, info, warn};
 use wasmloop_reactor::{Event, Expired, Handler, Interest, LoopHandle, Reactor, TimerId, Token};
 
-use crate::config::FaultPolicy;
+use crate::config::{FaultPolicy, Policy};
 use crate::connection::{Connection, Settled, UNREGISTERED, close_reason};
 use crate::grants::Grants;
 use crate::runtime::Handle;
@@ -72,7 +72,7 @@ pub struct GuestSpec {
     pub config: String,
     pub limits: GuestLimits,
     pub grants: Grants,
-    pub on_fault: FaultPolicy,
+    pub policy: Policy,
 }
 
 new_key_type! {
@@ -119,7 +119,7 @@ struct GuestSlot {
     /// What restarting it needs.
     module: Module,
     setup: GuestSetup,
-    on_fault: FaultPolicy,
+    policy: Policy,
     faults: FaultHistory,
     timer_route: RouteKey,
     restart_route: RouteKey,
@@ -224,7 +224,7 @@ impl Server {
             }
             anyhow::anyhow!("{line}")
         })?;
-        let g = self.insert_slot(guest, spec.module, setup, spec.on_fault);
+        let g = self.insert_slot(guest, spec.module, setup, spec.policy);
         for (i, socket) in spec.listeners.into_iter().enumerate() {
             let index = self.listeners.len();
             let route = self.routes.insert(Route::Listener(index));
@@ -238,7 +238,7 @@ impl Server {
     }
 
     /// Adds a running instance with the routes its timers need.
-    fn insert_slot(&mut self, guest: Guest, module: Module, setup: GuestSetup, on_fault: FaultPolicy) -> GuestKey {
+    fn insert_slot(&mut self, guest: Guest, module: Module, setup: GuestSetup, policy: Policy) -> GuestKey {
         let routes = &mut self.routes;
         self.guests.insert_with_key(|g| {
             let [timer_route, restart_route, drain_route] = reload::slot_routes(routes, g);
@@ -246,7 +246,7 @@ impl Server {
                 guest: Some(guest),
                 module,
                 setup,
-                on_fault,
+                policy,
                 faults: FaultHistory::default(),
                 timer_route,
                 restart_route,
@@ -410,7 +410,7 @@ impl Server {
             return self.retire_if_drained(reactor, g);
         }
         let name = slot.setup.name.clone();
-        match slot.on_fault {
+        match slot.policy.on_fault {
             FaultPolicy::Restart => match slot.faults.record(Instant::now()) {
                 Next::RestartAfter(delay) => {
                     warn!(guest = &*name, "restarting in {delay:?}");

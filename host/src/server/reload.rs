@@ -19,8 +19,11 @@ use tracing::{error, info, warn};
 use wasmloop_reactor::Reactor;
 
 use super::watch::{DEBOUNCE, Watcher};
-use super::{GuestKey, GuestSlot, Route, Server, token};
+use super::{GuestKey, GuestSlot, Route, Server, route_key, token};
+use crate::config::{Policy, ReloadMode};
+use crate::runtime::{Fault, GuestSetup};
 use crate::runtime::{Guest, LoadError, Module};
+use wasmloop_reactor::Token;
 
 impl Server {
     /// Reloads the guest called `name` (every guest if `None`) from its
@@ -75,23 +78,37 @@ impl Server {
         }
         let swap_started = Instant::now();
         let setup = self.guests[old].setup.clone();
+        let policy = self.guests[old].policy;
+        let new_version = module.version.clone();
+        if policy.reload == ReloadMode::Migrate && module.exports.migration.is_some() {
+            match self.migrate(reactor, old, &module, &setup) {
+                Migrated::Done(guest) => {
+                    let new = self.install(reactor, old, guest, module, setup, policy);
+                    let moved = self.guests[new].guest.as_ref().map_or(0, |g| g.state().connections.len());
+                    let old_slot = self.guests.remove(old).expect("the old version is still there");
+                    self.forget_slot(reactor, &old_slot);
+                    info!(
+                        guest = name,
+                        "reloaded (version {old_version} -> {new_version}): compiled in {compiled_in:?}, swapped in {:?}, {moved} connections migrated",
+                        swap_started.elapsed()
+                    );
+                    return;
+                }
+                Migrated::Refused(fault) => return keeps_running(&fault),
+                // The old version cannot hand over: drain it instead.
+                Migrated::NotPossible => {}
+            }
+        }
         let guest = match Guest::start(&self.runtime, &module, &setup) {
             Ok(guest) => guest,
             Err(fault) => return keeps_running(&fault),
         };
-        let new_version = module.version.clone();
-        let old_slot = &self.guests[old];
-        let on_fault = old_slot.on_fault;
-        let new = self.insert_slot(guest, module, setup, on_fault);
-        for listener in self.listeners.iter_mut().filter(|l| l.guest == old) {
-            listener.guest = new;
-        }
+        self.install(reactor, old, guest, module, setup, policy);
         let deadline = self.config.drain_timeout;
         let slot = &mut self.guests[old];
         slot.draining = Some(Instant::now() + deadline);
         let draining = slot.guest.as_ref().map_or(0, |g| g.state().connections.len());
         reactor.set_timeout(deadline, token(slot.drain_route));
-        self.settle(reactor, new);
         info!(
             guest = name,
             "reloaded (version {old_version} -> {new_version}): compiled in {compiled_in:?}, swapped in {:?}, {draining} connections draining",
@@ -100,6 +117,68 @@ impl Server {
         self.retire_if_drained(reactor, old);
     }
 
+    /// Adds the new version and points the old one's listeners at it.
+    fn install(
+        &mut self,
+        reactor: &mut Reactor,
+        old: GuestKey,
+        guest: Guest,
+        module: Module,
+        setup: GuestSetup,
+        policy: Policy,
+    ) -> GuestKey {
+        let new = self.insert_slot(guest, module, setup, policy);
+        for listener in self.listeners.iter_mut().filter(|l| l.guest == old) {
+            listener.guest = new;
+        }
+        // Connections and sockets that moved (migrate) now route to `new`.
+        if let Some(guest) = self.guests[new].guest.as_ref() {
+            let state = guest.state();
+            for (c, conn) in &state.connections {
+                if let Some(route) = self.routes.get_mut(route_key(Token(conn.token))) {
+                    *route = Route::Connection(new, c);
+                }
+            }
+            for (k, socket) in &state.udp {
+                if let Some(route) = self.routes.get_mut(route_key(Token(socket.token))) {
+                    *route = Route::Datagram(new, k);
+                }
+            }
+        }
+        self.settle(reactor, new);
+        new
+    }
+
+    /// Migrate mode: the old version's snapshot, connections and timers go
+    /// to a fresh instance of the new one, which `restore`s instead of
+    /// `init`. If `restore` fails, everything goes back to the old version.
+    fn migrate(&mut self, reactor: &mut Reactor, old: GuestKey, module: &Module, setup: &GuestSetup) -> Migrated {
+        let snapshot = match self.call(reactor, old, |guest| guest.snapshot()) {
+            Some(Some(snapshot)) => snapshot,
+            // Cannot migrate (or the old version just trapped and is gone).
+            _ => return Migrated::NotPossible,
+        };
+        let mut guest = match Guest::instantiate(&self.runtime, module, setup) {
+            Ok(guest) => guest,
+            Err(fault) => return Migrated::Refused(fault),
+        };
+        if self.guests[old].guest.is_none() {
+            return Migrated::NotPossible;
+        }
+        if let Some((id, _)) = self.guests[old].armed.take() {
+            reactor.cancel_timer(id);
+        }
+        let old_guest = self.guests[old].guest.as_mut().expect("checked above");
+        guest.state_mut().take_over(old_guest.state_mut().hand_over());
+        match guest.restore(setup, &snapshot) {
+            Ok(()) => Migrated::Done(guest),
+            Err(fault) => {
+                old_guest.state_mut().take_over(guest.state_mut().hand_over());
+                self.settle(reactor, old);
+                Migrated::Refused(fault)
+            }
+        }
+    }
     /// `--watch`: reload each guest when its module file changes.
     pub fn watch_modules(&mut self, reactor: &mut Reactor) -> std::io::Result<()> {
         let mut watcher = Watcher::new()?;
@@ -168,6 +247,16 @@ impl Server {
             reactor.cancel_timer(id);
         }
     }
+}
+
+enum Migrated {
+    /// The new version holds the old one's connections, timers and state.
+    Done(Guest),
+    /// The new version's `restore` (or instantiation) failed; the old one
+    /// has everything back.
+    Refused(Fault),
+    /// The old version has no state to hand over.
+    NotPossible,
 }
 
 /// The routes a new slot needs, made before the slot exists.
