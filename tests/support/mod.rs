@@ -53,7 +53,7 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// The path of a first-party guest component (`echo`, `chat`, `ticker`,
-/// `faulty`, `hostile`, `relay`, `udp_echo`),
+/// `faulty`, `hostile`, `relay`, `udp_echo`, `hello`, `broken_init`),
 /// building all of them from source the first time it is called in this
 /// process.
 pub fn guest(name: &str) -> PathBuf {
@@ -96,11 +96,17 @@ fn build_guests() -> Result<PathBuf, String> {
         "-p",
         "faulty",
         "-p",
+        "counter",
+        "-p",
         "hostile",
         "-p",
         "relay",
         "-p",
         "udp-echo",
+        "-p",
+        "hello",
+        "-p",
+        "broken-init",
     ]);
     let out = run_bounded(cmd, BUILD_TIMEOUT).map_err(|e| format!("cannot run {cargo:?} to build the guests: {e}"))?;
     if !out.status.success() {
@@ -502,6 +508,42 @@ impl Host {
         found.unwrap_or_else(|| {
             panic!("no host log line containing {needle:?} within {timeout:?}; log:\n{}", self.logs())
         })
+    }
+
+    /// Waits until at least `count` log lines contain `needle` and returns
+    /// all of them (so far); panics after `timeout`.
+    pub fn wait_for_log_count(&self, needle: &str, count: usize, timeout: Duration) -> Vec<String> {
+        self.wait_for_lines(&format!("containing {needle:?}"), count, timeout, |l| l.contains(needle))
+    }
+
+    /// Waits until at least `count` log lines satisfy `matches` and returns
+    /// all of them (so far); panics after `timeout`, naming the lines by
+    /// `what`.
+    pub fn wait_for_lines(
+        &self,
+        what: &str,
+        count: usize,
+        timeout: Duration,
+        matches: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
+        let mut found = Vec::new();
+        self.log.wait_until(Instant::now() + timeout, |s| {
+            found = s.lines.iter().filter(|l| matches(l)).cloned().collect();
+            found.len() >= count
+        });
+        if found.len() < count {
+            panic!(
+                "{} host log line(s) {what} within {timeout:?}, expected {count}; log:\n{}",
+                found.len(),
+                self.logs()
+            );
+        }
+        found
+    }
+
+    /// How many log lines so far contain `needle`.
+    pub fn count_log(&self, needle: &str) -> usize {
+        self.log.state.lock().unwrap_or_else(|e| e.into_inner()).lines.iter().filter(|l| l.contains(needle)).count()
     }
 
     /// Panics if the host logged an error (a guest trap is logged as one).
