@@ -17,7 +17,7 @@ use std::thread;
 use std::time::Duration;
 
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
-use wasmloop::config::FaultPolicy;
+use wasmloop::config::{FaultPolicy, Policy, ReloadMode};
 use wasmloop::runtime::{GuestLimits, Runtime};
 use wasmloop::server::{GuestSpec, Server, ServerConfig, bind};
 use wasmloop_reactor::EventLoop;
@@ -54,7 +54,7 @@ fn echoing_allocates_nothing_per_message_in_steady_state() {
             config: String::new(),
             limits: GuestLimits::default(),
             grants: Default::default(),
-            on_fault: FaultPolicy::Stop,
+            policy: Policy { on_fault: FaultPolicy::Stop, reload: ReloadMode::Drain },
         };
         server.add_guest(event_loop.reactor(), spec).unwrap();
         wasmloop::runtime::on_loop_thread(|| {
