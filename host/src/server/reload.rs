@@ -83,7 +83,7 @@ impl Server {
         if policy.reload == ReloadMode::Migrate && module.exports.migration.is_some() {
             match self.migrate(reactor, old, &module, &setup) {
                 Migrated::Done(guest) => {
-                    let new = self.install(reactor, old, guest, module, setup, policy);
+                    let new = self.install(reactor, old, *guest, module, setup, policy);
                     let moved = self.guests[new].guest.as_ref().map_or(0, |g| g.state().connections.len());
                     let old_slot = self.guests.remove(old).expect("the old version is still there");
                     self.forget_slot(reactor, &old_slot);
@@ -171,7 +171,7 @@ impl Server {
         let old_guest = self.guests[old].guest.as_mut().expect("checked above");
         guest.state_mut().take_over(old_guest.state_mut().hand_over());
         match guest.restore(setup, &snapshot) {
-            Ok(()) => Migrated::Done(guest),
+            Ok(()) => Migrated::Done(Box::new(guest)),
             Err(fault) => {
                 old_guest.state_mut().take_over(guest.state_mut().hand_over());
                 self.settle(reactor, old);
@@ -251,7 +251,7 @@ impl Server {
 
 enum Migrated {
     /// The new version holds the old one's connections, timers and state.
-    Done(Guest),
+    Done(Box<Guest>),
     /// The new version's `restore` (or instantiation) failed; the old one
     /// has everything back.
     Refused(Fault),
