@@ -9,7 +9,9 @@
 //! `svc`), runs the real host on that path, and "deploys" a new version by
 //! writing `svc.wasm.new` and renaming it over `svc.wasm` before sending
 //! SIGHUP. After every SIGHUP the test waits (bounded) for the host's
-//! `reloaded` or `reload failed` line.
+//! `reloaded` or `reload failed` line, except in
+//! [`back_to_back_reloads_end_on_the_version_deployed_last`], which sends two
+//! SIGHUPs in quick succession on purpose.
 //!
 //! The tests run one at a time (see [`serial`]): the load test keeps both
 //! cores of a small CI machine busy, which would distort the timing and idle
@@ -420,16 +422,34 @@ fn wait_for_progress(stats: &Stats, since: u64, more: u64) {
 enum Version {
     Echo,
     Faulty,
+    Hello,
 }
 
-/// Checks that a new connection reaches `expected`: `print TAG` is echoed
-/// back by `echo` but logged (and not echoed) by `faulty`.
+impl Version {
+    fn module(self) -> PathBuf {
+        guest(match self {
+            Version::Echo => "echo",
+            Version::Faulty => "faulty",
+            Version::Hello => "hello",
+        })
+    }
+}
+
+/// Checks that a new connection reaches `expected`: `hello` greets it; to
+/// `print TAG`, `echo` answers with the same bytes while `faulty` logs TAG
+/// and answers nothing.
 fn probe(host: &Host, expected: Version, tag: &str) {
     let mut stream = connect(host.addr()).unwrap_or_else(|e| panic!("probe {tag}: cannot connect: {e}"));
+    if expected == Version::Hello {
+        let greeting = read_to_eof(&mut stream).unwrap_or_else(|(got, e)| panic!("probe {tag}: {e} after {got:?}"));
+        assert_eq!(greeting, b"hello\n", "probe {tag}: a new connection should reach hello");
+        return;
+    }
     let command = format!("print {tag}\n");
     stream.write_all(command.as_bytes()).unwrap_or_else(|e| panic!("probe {tag}: cannot write: {e}"));
     stream.shutdown(Shutdown::Write).unwrap();
-    let back = read_to_eof(&mut stream).unwrap_or_else(|(got, e)| panic!("probe {tag}: {e} after {got:?}"));
+    let back = read_to_eof(&mut stream)
+        .unwrap_or_else(|(got, e)| panic!("probe {tag}: {e} after {got:?} (expected {expected:?})"));
     match expected {
         Version::Echo => {
             assert_eq!(back, command.as_bytes(), "probe {tag}: a new connection should reach echo");
@@ -439,6 +459,7 @@ fn probe(host: &Host, expected: Version, tag: &str) {
             assert!(back.is_empty(), "probe {tag}: a new connection should reach faulty, got {back:?}");
             host.wait_for_log(tag, WAIT);
         }
+        Version::Hello => unreachable!("handled above"),
     }
 }
 
@@ -504,8 +525,7 @@ fn twenty_reloads_under_load_drop_no_connection_and_lose_no_byte() {
         let mut failed = Vec::new();
         for (i, deploy) in plan.iter().enumerate() {
             match deploy {
-                Deploy::Guest(Version::Echo) => svc.deploy(&guest("echo")),
-                Deploy::Guest(Version::Faulty) => svc.deploy(&guest("faulty")),
+                Deploy::Guest(version) => svc.deploy(&version.module()),
                 Deploy::NotAComponent => svc.deploy_bytes(b"this is not a WebAssembly component\n"),
                 Deploy::BrokenInit => svc.deploy(&guest("broken_init")),
             }
@@ -691,7 +711,9 @@ fn reload_keeps_idle_at_zero_cpu() {
     let _serial = serial();
     bounded(Duration::from_secs(120), || {
         let svc = Service::new(&guest("echo"));
-        let mut host = svc.host(&[]);
+        // echo and faulty ignore their config; broken-init then returns an
+        // error from `init` instead of trapping (the load test has the trap).
+        let mut host = svc.host(&["--guest-config", "refuse"]);
         let threads_at_start = host.threads().threads.len();
         let mut buf = Vec::new();
 
@@ -702,10 +724,12 @@ fn reload_keeps_idle_at_zero_cpu() {
         reload_ok(&host);
         finish(&mut a, b"").expect("A closes cleanly");
         host.wait_for_log("drained", WAIT);
-        // ...and one that fails in init.
+        // ...and one whose init refuses.
         svc.deploy(&guest("broken_init"));
         match reload(&host) {
-            Outcome::Failed(_) => {}
+            Outcome::Failed(line) => {
+                assert!(line.contains("this version refuses to start"), "the failure names init's error: {line}")
+            }
             Outcome::Reloaded(r) => panic!("broken-init was swapped in: {}", r.line),
         }
 
@@ -735,6 +759,82 @@ fn reload_keeps_idle_at_zero_cpu() {
         // Still serving, on the version that was swapped in.
         let mut b = host.connect();
         round_trip(&mut b, b"after\n", &mut buf).expect("faulty echoes");
+        host.assert_running();
+    });
+}
+
+/// SIGHUP twice in quick succession, each after a deploy: whatever order the
+/// two compiles finish in, the host ends up running the version deployed
+/// last (the file on disk), not the one whose compile happened to finish
+/// last.
+#[test]
+fn back_to_back_reloads_end_on_the_version_deployed_last() {
+    const ROUNDS: usize = 16;
+    let _serial = serial();
+    bounded(Duration::from_secs(300), || {
+        let svc = Service::new(&guest("echo"));
+        let mut host = svc.host(&[]);
+
+        // One reload at a time first, to learn each version's hash.
+        svc.deploy(&guest("faulty"));
+        let r = reload_ok(&host);
+        let mut hashes = vec![(Version::Echo, r.old), (Version::Faulty, r.new)];
+        svc.deploy(&guest("hello"));
+        hashes.push((Version::Hello, reload_ok(&host).new));
+        let hash = |v: Version| hashes.iter().find(|(w, _)| *w == v).map(|(_, h)| h.clone()).unwrap();
+
+        let mut running = Version::Hello;
+        let mut stale = Vec::new();
+        for round in 0..ROUNDS {
+            // The two versions that are not running, in alternating order.
+            let mut others: Vec<Version> =
+                [Version::Echo, Version::Faulty, Version::Hello].into_iter().filter(|v| *v != running).collect();
+            if round % 2 == 1 {
+                others.reverse();
+            }
+            let (first, last) = (others[0], others[1]);
+            let before = host.log_lines().iter().filter(|l| is_outcome_line(l)).count();
+            svc.deploy(&first.module());
+            host.signal(Signal::HUP);
+            // Not a readiness wait: room for the host to start the first
+            // reload (and read the first file) before the second deploy.
+            thread::sleep(Duration::from_millis(3));
+            svc.deploy(&last.module());
+            host.signal(Signal::HUP);
+
+            // The last version is swapped in...
+            let arrow = format!("-> {}", hash(last));
+            host.wait_for_lines(&format!("saying `reloaded` with {arrow:?}"), 1, RELOAD_WAIT, |l| {
+                is_success_line(l) && l.contains(&arrow)
+            });
+            // ...and stays: give the other reload, if there were two, time
+            // to finish (it may be reported or not).
+            let window = Instant::now() + Duration::from_secs(2);
+            while host.log_lines().iter().filter(|l| is_outcome_line(l)).count() < before + 2 && Instant::now() < window
+            {
+                thread::sleep(Duration::from_millis(5));
+            }
+            let lines = host.log_lines();
+            let last_success = lines.iter().rfind(|l| is_success_line(l)).expect("a `reloaded` line").clone();
+            let outcome: Vec<&String> = lines.iter().filter(|l| is_outcome_line(l)).skip(before).collect();
+            if !last_success.contains(&arrow) {
+                stale.push(format!(
+                    "round {round}: deployed {first:?} then {last:?}; the host ended on the first:\n  {}",
+                    outcome.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("\n  ")
+                ));
+                running = first;
+            } else {
+                running = last;
+            }
+            probe(&host, running, &format!("probe#{round}#"));
+        }
+        assert!(
+            stale.is_empty(),
+            "in {} of {ROUNDS} rounds an older version was swapped in after the newer one \
+             (hashes: {hashes:?}):\n{}",
+            stale.len(),
+            stale.join("\n")
+        );
         host.assert_running();
     });
 }

@@ -13,7 +13,7 @@ mod reload;
 mod signals;
 mod watch;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -147,6 +147,9 @@ pub struct Server {
     exit_reason: Option<String>,
     /// For background work to post results back (reload).
     handle: Option<LoopHandle<Server>>,
+    /// The latest reload request per guest name, so an older compile that
+    /// finishes late is not swapped in over a newer one.
+    reload_requests: HashMap<String, u64>,
     /// `--watch`: module files to reload when they change.
     watcher: Option<watch::Watcher>,
     /// Guests whose module changed, waiting for the file to go quiet.
@@ -177,6 +180,7 @@ impl Server {
             shutting_down: false,
             exit_reason: None,
             handle: None,
+            reload_requests: HashMap::new(),
             watcher: None,
             changed: Vec::new(),
             watch_quiet: None,

@@ -38,6 +38,11 @@ impl Server {
                 continue;
             }
             let guest = slot.setup.name.clone();
+            // Reloads can overlap (two SIGHUPs during one compile): only the
+            // latest request's result may be swapped in.
+            let request = self.reload_requests.entry(guest.to_string()).or_default();
+            *request += 1;
+            let request = *request;
             let path = slot.module.path.clone();
             let loader = self.runtime.loader();
             let handle = handle.clone();
@@ -47,7 +52,7 @@ impl Server {
                 let compiled_in = started.elapsed();
                 // The loop may be gone (shutdown): then nobody needs it.
                 let _ = handle.post(move |server: &mut Server, reactor: &mut Reactor| {
-                    server.finish_reload(reactor, &guest, result, compiled_in)
+                    server.finish_reload(reactor, &guest, request, result, compiled_in)
                 });
             });
             if let Err(e) = spawned {
@@ -61,9 +66,14 @@ impl Server {
         &mut self,
         reactor: &mut Reactor,
         name: &str,
+        request: u64,
         result: Result<Module, LoadError>,
         compiled_in: std::time::Duration,
     ) {
+        if self.reload_requests.get(name) != Some(&request) {
+            info!(guest = name, "a newer reload superseded this one; its result is dropped");
+            return;
+        }
         let Some(old) = self.current(name) else { return };
         let old_version = self.guests[old].module.version.clone();
         let keeps_running = |reason: &dyn std::fmt::Display| {
