@@ -29,8 +29,6 @@ pub struct Connection {
     pub socket: TcpStream,
     /// The reactor token (route) this connection is registered under.
     pub token: u64,
-    /// The listener handle it arrived on; 0 for an outbound connection.
-    pub listener: u64,
     output: RefCell<VecDeque<u8>>,
     max_output: usize,
     /// A write failed; the host finishes the connection with this reason
@@ -62,11 +60,10 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(socket: TcpStream, token: u64, listener: u64, max_output: usize) -> Connection {
+    pub fn new(socket: TcpStream, token: u64, max_output: usize) -> Connection {
         Connection {
             socket,
             token,
-            listener,
             output: RefCell::new(VecDeque::new()),
             max_output,
             failed: RefCell::new(None),
@@ -87,7 +84,7 @@ impl Connection {
     /// An outbound connection whose non-blocking connect is in progress, not
     /// yet registered with the reactor.
     pub fn outbound(socket: TcpStream, max_output: usize) -> Connection {
-        let conn = Connection::new(socket, UNREGISTERED, 0, max_output);
+        let conn = Connection::new(socket, UNREGISTERED, max_output);
         conn.connecting.set(true);
         conn
     }

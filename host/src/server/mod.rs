@@ -162,6 +162,16 @@ fn token(key: RouteKey) -> Token {
     Token(key.data().as_ffi())
 }
 
+/// Stops watching a connection's socket and drops its route. Call before
+/// the socket closes: a closed descriptor number can be reused at once, and
+/// epoll would keep watching the old file.
+fn unwatch(reactor: &Reactor, routes: &mut SlotMap<RouteKey, Route>, conn: &Connection) {
+    if conn.token != UNREGISTERED {
+        let _ = reactor.delete(&conn.socket);
+        routes.remove(route_key(Token(conn.token)));
+    }
+}
+
 fn route_key(token: Token) -> RouteKey {
     KeyData::from_ffi(token.0).into()
 }
@@ -186,10 +196,6 @@ impl Server {
             watch_quiet: None,
             watch_route: None,
         }
-    }
-
-    pub fn runtime(&self) -> &Runtime {
-        &self.runtime
     }
 
     /// Turns SIGINT and SIGTERM into a graceful shutdown on the loop.
@@ -372,10 +378,7 @@ impl Server {
             return;
         };
         guest.state().output.release(conn.buffered());
-        // Deregister before close: a closed descriptor number can be reused
-        // at once, and epoll would keep watching the old file.
-        let _ = reactor.delete(&conn.socket);
-        self.routes.remove(route_key(Token(conn.token)));
+        unwatch(reactor, &mut self.routes, &conn);
         if reset {
             conn.set_reset_on_close();
         }
@@ -395,8 +398,7 @@ impl Server {
         error!(guest = &*slot.setup.name, callback = fault.callback, connections, "{fault}");
         outbound::cancel_connect_timers(reactor, guest.state());
         for (_, conn) in guest.state_mut().connections.drain() {
-            let _ = reactor.delete(&conn.socket);
-            self.routes.remove(route_key(Token(conn.token)));
+            unwatch(reactor, &mut self.routes, &conn);
             // A reset tells the peer the connection died, not that it ended.
             conn.set_reset_on_close();
         }
@@ -509,7 +511,7 @@ impl Server {
         let connections = &mut guest.state_mut().connections;
         let c = connections.insert_with_key(|c| {
             let route = routes.insert(Route::Connection(g, c));
-            Connection::new(stream, token(route).0, handle, max_output)
+            Connection::new(stream, token(route).0, max_output)
         });
         let conn = &connections[c];
         if let Err(e) = reactor.add(&conn.socket, Token(conn.token), Interest::BOTH) {
@@ -616,7 +618,7 @@ impl Server {
         for slot in self.guests.values_mut() {
             if let Some(guest) = slot.guest.as_mut() {
                 for (_, conn) in guest.state_mut().connections.drain() {
-                    let _ = reactor.delete(&conn.socket);
+                    unwatch(reactor, &mut self.routes, &conn);
                 }
             }
         }

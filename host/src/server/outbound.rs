@@ -18,8 +18,7 @@ use rustix::io::Errno;
 use tracing::{debug, warn};
 use wasmloop_reactor::{Interest, Reactor, Token};
 
-use super::{Deferred, GuestKey, Route, Server, route_key, token};
-use crate::connection::UNREGISTERED;
+use super::{Deferred, GuestKey, Route, Server, token, unwatch};
 use crate::runtime::Handle;
 use crate::runtime::bindings::ConnectError;
 use crate::runtime::{ConnKey, GuestState, connect_error};
@@ -102,11 +101,7 @@ impl Server {
         if let Some(id) = conn.connect_timer.take() {
             reactor.cancel_timer(id);
         }
-        if conn.token != UNREGISTERED {
-            // Deregister before close.
-            let _ = reactor.delete(&conn.socket);
-            self.routes.remove(route_key(Token(conn.token)));
-        }
+        unwatch(reactor, &mut self.routes, &conn);
         drop(conn);
         self.defer(reactor, Deferred::Connected(g, c, Err(error)));
     }
