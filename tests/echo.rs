@@ -271,9 +271,7 @@ fn a_peer_reset_with_data_in_flight_leaves_the_host_serving_and_quiet() {
         // No storm: at most a line or two per reset, and no busy loop.
         let new_lines = host.log_lines().len() - lines_before;
         assert!(new_lines <= 2 * RESETS, "{new_lines} log lines for {RESETS} resets; log:\n{}", host.logs());
-        let before = host.threads();
-        thread::sleep(Duration::from_millis(500)); // the measurement window
-        let delta = host.threads().since(&before);
+        let delta = host.activity_over(Duration::from_millis(500));
         assert!(
             delta.run_ns < 50_000_000,
             "host used {:.1} ms of CPU in 500 ms after the resets:\n{}",

@@ -119,10 +119,7 @@ fn an_idle_host_with_open_connections_sleeps() {
                 client
             })
             .collect();
-        let before = host.threads();
-        thread::sleep(WINDOW); // the measurement window, not a readiness wait
-        let after = host.threads();
-        let delta = after.since(&before);
+        let delta = host.activity_over(WINDOW);
         eprintln!(
             "idle for {WINDOW:?}: {:.3} ms on CPU, {} wakeups\n{}",
             delta.run_ns as f64 / 1e6,
@@ -163,9 +160,7 @@ fn running_out_of_descriptors_neither_spins_nor_stops_the_loop() {
     bounded(Duration::from_secs(120), || {
         let (mut host, baseline_fds, clients) = flooded_host();
 
-        let before = host.threads();
-        thread::sleep(Duration::from_secs(1)); // the measurement window
-        let delta = host.threads().since(&before);
+        let delta = host.activity_over(Duration::from_secs(1));
         assert!(
             delta.run_ns < 300_000_000,
             "out of descriptors, the host used {:.1} ms of CPU in 1 s:\n{}",

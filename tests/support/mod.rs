@@ -572,6 +572,14 @@ impl Host {
     pub fn threads(&self) -> ThreadStats {
         ThreadStats::read(self.pid())
     }
+
+    /// What the host's threads did (CPU time, wakeups) during `window`: the
+    /// test sleeps for it, as the measurement, not to wait for readiness.
+    pub fn activity_over(&self, window: Duration) -> Delta {
+        let before = self.threads();
+        thread::sleep(window);
+        self.threads().since(&before)
+    }
 }
 
 impl Drop for Host {
