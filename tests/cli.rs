@@ -14,7 +14,7 @@ use support::{HOST, Output, bounded, describe, guest, run_bounded};
 /// Runs `host ARGS` to completion (bounded).
 fn host(args: &[&str]) -> Output {
     let mut cmd = Command::new(HOST);
-    cmd.args(args).env_remove("RUST_LOG").env("NO_COLOR", "1");
+    cmd.args(args).env("XDG_CACHE_HOME", support::shared_cache_home()).env_remove("RUST_LOG").env("NO_COLOR", "1");
     run_bounded(cmd, Duration::from_secs(60)).expect("running host")
 }
 

@@ -53,6 +53,10 @@ pub struct HostConfig {
     /// After a reload (SIGHUP), how long old versions keep their connections.
     #[serde(default = "default_drain_timeout_ms")]
     pub drain_timeout_ms: u64,
+    /// Where compiled guest code is kept (`--cache-dir` wins; relative
+    /// paths are relative to the config file).
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
     #[serde(rename = "guest", default)]
     pub guests: Vec<GuestConfig>,
 }
@@ -162,6 +166,9 @@ impl HostConfig {
             return Err(fail("no [[guest]] entries".into()));
         }
         let base = file.parent().unwrap_or(Path::new("."));
+        if let Some(dir) = config.cache_dir.as_mut().filter(|d| d.is_relative()) {
+            *dir = base.join(&*dir);
+        }
         let mut names = HashSet::new();
         for (i, guest) in config.guests.iter_mut().enumerate() {
             if guest.module.is_relative() {

@@ -1,3 +1,10 @@
+//! wasmloop's host: the guest runtime, the server that feeds it events, and
+//! their configuration. The binary (`main.rs`) only wires these together.
+
+// One `unsafe` call lives here, loading compiled code from the cache
+// (runtime/cache.rs), allowed there alone; syscalls live in the reactor.
+#![deny(unsafe_code)]
+
 pub mod config;
 pub mod connection;
 pub mod grants;

@@ -1,6 +1,8 @@
 //! `host`: the command line. It only wires the pieces together: parse flags,
 //! set up logging, load the guest, bind listeners, run the loop.
 
+#![forbid(unsafe_code)]
+
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -104,6 +106,16 @@ struct RunArgs {
     /// open connections before they are closed.
     #[arg(long, value_name = "MS", default_value_t = 30_000)]
     drain_timeout_ms: u64,
+
+    /// Keep compiled guest code in DIR, so restarts and reloads of an
+    /// unchanged module skip compiling [default: $XDG_CACHE_HOME/wasmloop,
+    /// else ~/.cache/wasmloop].
+    #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
+    cache_dir: Option<PathBuf>,
+
+    /// Compile every module afresh and keep nothing on disk.
+    #[arg(long)]
+    no_cache: bool,
 }
 
 fn main() -> ExitCode {
@@ -169,9 +181,11 @@ struct Planned {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut cache_dir = args.cache_dir.clone();
     let (planned, shutdown_timeout_ms, drain_timeout_ms) = match &args.config {
         Some(file) => {
             let config = HostConfig::load(file)?;
+            cache_dir = cache_dir.or(config.cache_dir.clone());
             let guests = config
                 .guests
                 .iter()
@@ -190,7 +204,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         None => (vec![planned_from_flags(&args)], args.shutdown_timeout_ms, args.drain_timeout_ms),
     };
 
-    let runtime = Runtime::new().context("cannot start the WebAssembly runtime")?;
+    let mut runtime = Runtime::new().context("cannot start the WebAssembly runtime")?;
+    if !args.no_cache {
+        use_cache(&mut runtime, cache_dir)?;
+    }
     let mut specs = Vec::new();
     for guest in planned {
         let module = runtime.load(&guest.module)?;
@@ -230,6 +247,28 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(reason) => Err(anyhow::anyhow!("{reason}")),
         None => Ok(()),
     }
+}
+
+/// Turns on the compiled cache: in `dir` if one was named (and then failing
+/// to use it is an error), else in the user's cache directory if it can be
+/// used (else we only warn: compiling works without it).
+fn use_cache(runtime: &mut Runtime, dir: Option<PathBuf>) -> anyhow::Result<()> {
+    if let Some(dir) = dir {
+        return Ok(runtime.use_cache(&dir)?);
+    }
+    let default = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").filter(|d| !d.is_empty()).map(|h| PathBuf::from(h).join(".cache")));
+    match default {
+        Some(dir) => {
+            if let Err(e) = runtime.use_cache(&dir.join("wasmloop")) {
+                tracing::warn!("{e}; compiling without a cache");
+            }
+        }
+        None => tracing::warn!("neither XDG_CACHE_HOME nor HOME is set; compiling without a cache"),
+    }
+    Ok(())
 }
 
 fn planned_from_flags(args: &RunArgs) -> Planned {

@@ -283,6 +283,7 @@ pub struct HostCommand {
     /// Run the guests of this TOML file instead of `guest`.
     config: Option<PathBuf>,
     args: Vec<String>,
+    env: Vec<(String, OsString)>,
     fd_limit: Option<u32>,
 }
 
@@ -294,6 +295,12 @@ impl HostCommand {
         S: Into<String>,
     {
         self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets an environment variable for the host.
+    pub fn env(mut self, key: &str, value: impl Into<OsString>) -> Self {
+        self.env.push((key.to_string(), value.into()));
         self
     }
 
@@ -321,6 +328,8 @@ impl HostCommand {
             None => cmd.arg(&self.guest).args(["--listen", "127.0.0.1:0"]),
         };
         cmd.args(&self.args)
+            .env("XDG_CACHE_HOME", shared_cache_home())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env_remove("RUST_LOG")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -412,13 +421,19 @@ impl Host {
 
     /// A host for any component file.
     pub fn command_for(module: impl Into<PathBuf>) -> HostCommand {
-        HostCommand { guest: module.into(), config: None, args: Vec::new(), fd_limit: None }
+        HostCommand { guest: module.into(), config: None, args: Vec::new(), env: Vec::new(), fd_limit: None }
     }
 
     /// A host running the guests of a TOML config file
     /// (`host run --config FILE`); see [`Host::addr_of`] for their addresses.
     pub fn with_config(file: impl Into<PathBuf>) -> HostCommand {
-        HostCommand { guest: PathBuf::new(), config: Some(file.into()), args: Vec::new(), fd_limit: None }
+        HostCommand {
+            guest: PathBuf::new(),
+            config: Some(file.into()),
+            args: Vec::new(),
+            env: Vec::new(),
+            fd_limit: None,
+        }
     }
 
     /// A host running the named guest with default settings, ready.
@@ -599,6 +614,13 @@ impl Drop for Host {
             }
         });
     }
+}
+
+/// The `XDG_CACHE_HOME` of every host the tests start (so the compiled
+/// cache lives under `target/`, not in the user's home), shared by all tests
+/// as by hosts on one machine. Tests of the cache itself pass `--cache-dir`.
+pub fn shared_cache_home() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cache-home")
 }
 
 /// Timeouts and no Nagle on a client socket.

@@ -10,6 +10,8 @@
 //! - [`LoopHandle`]: `Send + Sync`; [`LoopHandle::wake`] and
 //!   [`LoopHandle::post`] are the only calls allowed from other threads.
 //! - [`EventLoop`]: runs the phases below and calls a [`Handler`].
+//! - [`FileWatcher`]: file changes as a readable descriptor (inotify;
+//!   kqueue `EVFILT_VNODE`), for reloading what changed on disk.
 //!
 //! # One turn of the loop ([`EventLoop::run_once`])
 //!
@@ -46,6 +48,7 @@
 mod event_loop;
 mod handle;
 mod timer;
+mod watch;
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 #[path = "sys/epoll.rs"]
@@ -58,6 +61,7 @@ pub use event_loop::{EventLoop, Handler, Reactor};
 pub use handle::LoopHandle;
 pub use sys::{Events, Poller};
 pub use timer::{Expired, TimerHeap, TimerId};
+pub use watch::{FileWatcher, WatchId};
 
 /// Identifies a registered source in events. Chosen by the caller;
 /// `u64::MAX` is reserved for the loop's own wake-up.

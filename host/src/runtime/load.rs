@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, warn};
 
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, Engine};
@@ -11,6 +13,7 @@ use wasmtime::{Config, Engine};
 use crate::runtime::bindings::{
     CallbacksIndices, DatagramCallbacksIndices, MigrationIndices, OutboundCallbacksIndices,
 };
+use crate::runtime::cache::{self, ArtifactCache, Lookup};
 use crate::runtime::state::GuestState;
 use crate::runtime::ticker::EpochTicker;
 use crate::runtime::{imports, wasi};
@@ -44,8 +47,27 @@ pub struct Module {
     pub(crate) pre: InstancePre<GuestState>,
     pub(crate) exports: ExportIndices,
     pub path: PathBuf,
-    /// A short hash of the file's bytes, naming this version in logs.
+    /// The first 12 hex digits of the file's SHA-256, naming this version
+    /// in logs.
     pub version: String,
+    /// Whether the code was compiled now or loaded from the cache, and how
+    /// long that took.
+    pub origin: Origin,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Origin {
+    Compiled(Duration),
+    Cached(Duration),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Compiled(took) => write!(f, "compiled in {took:?}"),
+            Origin::Cached(took) => write!(f, "loaded from the compiled cache in {took:?}"),
+        }
+    }
 }
 
 /// Where a component's exported interfaces are: `callbacks` always, the
@@ -70,6 +92,7 @@ pub struct Runtime {
 pub struct Loader {
     engine: Engine,
     linker: Arc<Linker<GuestState>>,
+    cache: Option<Arc<ArtifactCache>>,
 }
 
 impl Runtime {
@@ -85,7 +108,7 @@ impl Runtime {
         wasi::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
         imports::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
         let ticker = Arc::new(EpochTicker::start(engine.clone(), EPOCH_PERIOD)?);
-        let loader = Loader { engine: engine.clone(), linker: Arc::new(linker) };
+        let loader = Loader { engine: engine.clone(), linker: Arc::new(linker), cache: None };
         Ok(Runtime { engine, loader, ticker })
     }
 
@@ -94,6 +117,12 @@ impl Runtime {
     /// thread instead.
     pub fn load(&self, path: &Path) -> Result<Module, LoadError> {
         self.loader.load(path)
+    }
+
+    /// Keeps compiled code in `dir` (see runtime/cache.rs) from now on.
+    pub fn use_cache(&mut self, dir: &Path) -> Result<(), cache::CacheError> {
+        self.loader.cache = Some(Arc::new(ArtifactCache::open(dir, &self.engine)?));
+        Ok(())
     }
 
     pub fn loader(&self) -> Loader {
@@ -118,8 +147,10 @@ impl Loader {
             Some([0, b'a', b's', b'm', ..]) => {}
             _ => return Err(LoadError::NotWasm { path: path_buf }),
         }
-        let component = Component::new(&self.engine, &bytes)
-            .map_err(|e| LoadError::Invalid { path: path_buf.clone(), reason: root_cause(&e) })?;
+        let digest = cache::digest(&bytes);
+        let version = cache::hex(&digest[..6]);
+        let (component, origin) = self.compile(path, &bytes, &digest)?;
+        debug!("{}: version {version} {origin}", path.display());
         let pre = self.linker.instantiate_pre(&component).map_err(|e| {
             let reason = root_cause(&e);
             match between_backticks(&reason) {
@@ -137,17 +168,35 @@ impl Loader {
             datagrams: DatagramCallbacksIndices::new(&pre).ok(),
             migration: MigrationIndices::new(&pre).ok(),
         };
-        Ok(Module { pre, exports, path: path_buf, version: version_of(&bytes) })
+        Ok(Module { pre, exports, path: path_buf, version, origin })
     }
-}
 
-/// 12 hex digits of a hash of the bytes: enough to tell versions apart in
-/// logs (not a security property).
-fn version_of(bytes: &[u8]) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    bytes.hash(&mut hasher);
-    format!("{:012x}", hasher.finish() >> 16)
+    /// The component's code: from the cache if it holds a sound entry,
+    /// else compiled (and stored for next time).
+    fn compile(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        digest: &cache::ModuleDigest,
+    ) -> Result<(Component, Origin), LoadError> {
+        let started = Instant::now();
+        if let Some(cache) = &self.cache {
+            match cache.get(&self.engine, digest) {
+                Lookup::Hit(component) => return Ok((component, Origin::Cached(started.elapsed()))),
+                Lookup::Miss => {}
+                Lookup::Rejected(reason) => warn!("compiled cache entry rejected and deleted, recompiling: {reason}"),
+            }
+        }
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| LoadError::Invalid { path: path.to_path_buf(), reason: root_cause(&e) })?;
+        let origin = Origin::Compiled(started.elapsed());
+        if let Some(cache) = &self.cache
+            && let Err(e) = cache.put(digest, &component)
+        {
+            warn!("cannot store compiled code in {}: {}", cache.dir().display(), crate::os_error::describe(&e));
+        }
+        Ok((component, origin))
+    }
 }
 
 fn root_cause(e: &wasmtime::Error) -> String {

@@ -2,6 +2,7 @@
 //! knows nothing of epoll; the server drives it.
 
 pub mod bindings;
+mod cache;
 mod guest;
 mod imports;
 mod load;
@@ -11,6 +12,7 @@ mod stdio;
 mod ticker;
 mod wasi;
 
+pub use cache::{ArtifactCache, CacheError};
 pub use guest::{Fault, Guest};
 pub use imports::monotonic_nanos;
 pub use load::{LoadError, Loader, Module, Runtime};

@@ -234,6 +234,8 @@ impl Server {
             }
             anyhow::anyhow!("{line}")
         })?;
+        let module = &spec.module;
+        info!(guest = &*name, "started version {} of {}: {}", module.version, module.path.display(), module.origin);
         let g = self.insert_slot(guest, spec.module, setup, spec.policy);
         for (i, socket) in spec.listeners.into_iter().enumerate() {
             let index = self.listeners.len();

@@ -47,12 +47,10 @@ impl Server {
             let loader = self.runtime.loader();
             let handle = handle.clone();
             let spawned = thread::Builder::new().name(format!("compile-{guest}")).spawn(move || {
-                let started = Instant::now();
                 let result = loader.load(&path);
-                let compiled_in = started.elapsed();
                 // The loop may be gone (shutdown): then nobody needs it.
                 let _ = handle.post(move |server: &mut Server, reactor: &mut Reactor| {
-                    server.finish_reload(reactor, &guest, request, result, compiled_in)
+                    server.finish_reload(reactor, &guest, request, result)
                 });
             });
             if let Err(e) = spawned {
@@ -62,14 +60,7 @@ impl Server {
     }
 
     /// On the loop: validate the compiled version, swap it in, drain the old.
-    fn finish_reload(
-        &mut self,
-        reactor: &mut Reactor,
-        name: &str,
-        request: u64,
-        result: Result<Module, LoadError>,
-        compiled_in: std::time::Duration,
-    ) {
+    fn finish_reload(&mut self, reactor: &mut Reactor, name: &str, request: u64, result: Result<Module, LoadError>) {
         if self.reload_requests.get(name) != Some(&request) {
             info!(guest = name, "a newer reload superseded this one; its result is dropped");
             return;
@@ -99,7 +90,8 @@ impl Server {
                     self.forget_slot(reactor, &old_slot);
                     info!(
                         guest = name,
-                        "reloaded (version {old_version} -> {new_version}): compiled in {compiled_in:?}, swapped in {:?}, {moved} connections migrated",
+                        "reloaded (version {old_version} -> {new_version}): {}, swapped in {:?}, {moved} connections migrated",
+                        self.guests[new].module.origin,
                         swap_started.elapsed()
                     );
                     return;
@@ -113,7 +105,7 @@ impl Server {
             Ok(guest) => guest,
             Err(fault) => return keeps_running(&fault),
         };
-        self.install(reactor, old, guest, module, setup, policy);
+        let new = self.install(reactor, old, guest, module, setup, policy);
         let deadline = self.config.drain_timeout;
         let slot = &mut self.guests[old];
         slot.draining = Some(Instant::now() + deadline);
@@ -121,7 +113,8 @@ impl Server {
         reactor.set_timeout(deadline, token(slot.drain_route));
         info!(
             guest = name,
-            "reloaded (version {old_version} -> {new_version}): compiled in {compiled_in:?}, swapped in {:?}, {draining} connections draining",
+            "reloaded (version {old_version} -> {new_version}): {}, swapped in {:?}, {draining} connections draining",
+            self.guests[new].module.origin,
             swap_started.elapsed()
         );
         self.retire_if_drained(reactor, old);
