@@ -227,3 +227,77 @@ fn a_bad_allowlist_flag_is_an_argument_error() {
     let out = host(&["run", "x.wasm", "--listen", "127.0.0.1:0", "--connect", "10.0.0.0/8"]);
     assert_one_line_error(&out, 2, &["--connect", "no port"]);
 }
+
+// ---- host check -------------------------------------------------------------
+
+fn check(path: &Path) -> Output {
+    host(&["check", path.to_str().unwrap()])
+}
+
+#[test]
+fn check_says_a_real_guest_fits_and_lists_its_imports_and_exports() {
+    bounded(Duration::from_secs(90), || {
+        let out = check(&guest("echo"));
+        assert!(out.status.success(), "host check echo.wasm: {}\n{}", describe(out.status), out.stderr);
+        for expected in [
+            "imports:",
+            "ok      wasmloop:handler/connections@",
+            "exports:",
+            "wasmloop:handler/callbacks@0.1.0  (required",
+            "fits the wasmloop:handler world",
+        ] {
+            assert!(out.stdout.contains(expected), "{expected:?} missing from:\n{}", out.stdout);
+        }
+        assert!(!out.stdout.contains("MISSING"), "{}", out.stdout);
+    });
+}
+
+#[test]
+fn check_refuses_a_core_module_in_one_line() {
+    bounded(Duration::from_secs(90), || {
+        let path = scratch_file("check-core.wasm", b"\0asm\x01\0\0\0");
+        let out = check(&path);
+        assert_one_line_error(
+            &out,
+            1,
+            &[path.to_str().unwrap(), "core WebAssembly module", "wasm-tools component new"],
+        );
+    });
+}
+
+#[test]
+fn check_names_the_missing_callbacks_export() {
+    bounded(Duration::from_secs(90), || {
+        let wasm = wat::parse_str("(component)").expect("an empty component");
+        let path = scratch_file("check-empty.wasm", &wasm);
+        let out = check(&path);
+        assert_eq!(out.status.code(), Some(1), "{}", describe(out.status));
+        assert!(out.stdout.contains("does not fit"), "{}", out.stdout);
+        assert!(out.stdout.contains("wasmloop:handler/callbacks"), "names the missing export:\n{}", out.stdout);
+    });
+}
+
+#[test]
+fn check_names_every_import_the_host_does_not_provide() {
+    bounded(Duration::from_secs(90), || {
+        let wasm = wat::parse_str(
+            r#"(component
+                (import "wasi:sockets/tcp@0.2.0" (instance (export "start-bind" (func))))
+                (import "wasi:clocks/monotonic-clock@0.2.0" (instance (export "now" (func (result u64)))))
+                (import "example:kv/store@1.0.0" (instance (export "get" (func (param "k" string) (result string))))))"#,
+        )
+        .expect("a component importing what the host lacks");
+        let path = scratch_file("check-imports.wasm", &wasm);
+        let out = check(&path);
+        assert_eq!(out.status.code(), Some(1), "{}", describe(out.status));
+        for line in [
+            "MISSING wasi:sockets/tcp@0.2.0",
+            "MISSING example:kv/store@1.0.0",
+            "ok      wasi:clocks/monotonic-clock@0.2.0",
+            "imports `wasi:sockets/tcp@0.2.0`, which this host does not provide",
+            "imports `example:kv/store@1.0.0`, which this host does not provide",
+        ] {
+            assert!(out.stdout.contains(line), "{line:?} missing from:\n{}", out.stdout);
+        }
+    });
+}

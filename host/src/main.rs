@@ -34,6 +34,19 @@ struct Cli {
 enum Command {
     /// Run a guest component, serving the given listeners.
     Run(RunArgs),
+    /// Check whether a component fits the wasmloop:handler world: list what
+    /// it imports and exports and name what is missing. Exit 0 if it fits.
+    Check(CheckArgs),
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// The component to check.
+    module: PathBuf,
+
+    /// Compile afresh and keep nothing on disk (as for `run`).
+    #[arg(long)]
+    no_cache: bool,
 }
 
 #[derive(clap::Args)]
@@ -134,6 +147,7 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     let result = match cli.command {
         Command::Run(args) => run(args),
+        Command::Check(args) => check(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -246,6 +260,20 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     match server.exit_reason() {
         Some(reason) => Err(anyhow::anyhow!("{reason}")),
         None => Ok(()),
+    }
+}
+
+/// `host check`: the report on stdout; it fits (exit 0) or not (exit 1).
+fn check(args: CheckArgs) -> anyhow::Result<()> {
+    let mut runtime = Runtime::new().context("cannot start the WebAssembly runtime")?;
+    if !args.no_cache {
+        use_cache(&mut runtime, None)?;
+    }
+    let report = wasmloop::runtime::check(&runtime.loader(), &args.module)?;
+    println!("{report}");
+    match report.verdict {
+        Ok(()) => Ok(()),
+        Err(_) => std::process::exit(1),
     }
 }
 

@@ -138,20 +138,46 @@ impl Runtime {
 impl Loader {
     /// Reads, compiles and links `path`, checking it fits the world.
     pub fn load(&self, path: &Path) -> Result<Module, LoadError> {
-        let path_buf = path.to_path_buf();
-        let bytes = std::fs::read(path).map_err(|error| LoadError::Read { path: path_buf.clone(), error })?;
+        let (component, version, origin) = self.read(path)?;
+        self.link(path, &component, version, origin)
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub(crate) fn linker(&self) -> &Linker<GuestState> {
+        &self.linker
+    }
+
+    /// Reads and compiles `path` (or loads its code from the cache): a
+    /// component of some world, maybe not ours. Returns its version too.
+    pub(crate) fn read(&self, path: &Path) -> Result<(Component, String, Origin), LoadError> {
+        let bytes = std::fs::read(path).map_err(|error| LoadError::Read { path: path.to_path_buf(), error })?;
         match bytes.get(..8) {
             Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
-                return Err(LoadError::CoreModule { path: path_buf });
+                return Err(LoadError::CoreModule { path: path.to_path_buf() });
             }
             Some([0, b'a', b's', b'm', ..]) => {}
-            _ => return Err(LoadError::NotWasm { path: path_buf }),
+            _ => return Err(LoadError::NotWasm { path: path.to_path_buf() }),
         }
         let digest = cache::digest(&bytes);
         let version = cache::hex(&digest[..6]);
         let (component, origin) = self.compile(path, &bytes, &digest)?;
         debug!("{}: version {version} {origin}", path.display());
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+        Ok((component, version, origin))
+    }
+
+    /// Links `component` against our imports and finds its exports.
+    pub(crate) fn link(
+        &self,
+        path: &Path,
+        component: &Component,
+        version: String,
+        origin: Origin,
+    ) -> Result<Module, LoadError> {
+        let path_buf = path.to_path_buf();
+        let pre = self.linker.instantiate_pre(component).map_err(|e| {
             let reason = root_cause(&e);
             match between_backticks(&reason) {
                 Some(import) if reason.contains("matching implementation was not found") => {
@@ -199,11 +225,11 @@ impl Loader {
     }
 }
 
-fn root_cause(e: &wasmtime::Error) -> String {
+pub(crate) fn root_cause(e: &wasmtime::Error) -> String {
     format!("{e:#}")
 }
 
-fn between_backticks(s: &str) -> Option<String> {
+pub(crate) fn between_backticks(s: &str) -> Option<String> {
     let start = s.find('`')? + 1;
     let len = s[start..].find('`')?;
     Some(s[start..start + len].to_string())

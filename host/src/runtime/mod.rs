@@ -3,6 +3,7 @@
 
 pub mod bindings;
 mod cache;
+mod check;
 mod guest;
 mod imports;
 mod load;
@@ -13,6 +14,7 @@ mod ticker;
 mod wasi;
 
 pub use cache::{ArtifactCache, CacheError};
+pub use check::{Report, check};
 pub use guest::{Fault, Guest};
 pub use imports::monotonic_nanos;
 pub use load::{LoadError, Loader, Module, Runtime};
