@@ -192,7 +192,9 @@ impl<H: Handler> EventLoop<H> {
             return Some(Duration::ZERO);
         }
         let deadline = self.reactor.timers.next_deadline()?;
-        let left = deadline.saturating_duration_since(self.reactor.now);
+        // A fresh reading, not the turn's: a long turn has already used up
+        // part of the wait, and counting from its start would fire late.
+        let left = deadline.saturating_duration_since(Instant::now());
         let millis = left.as_nanos().div_ceil(1_000_000);
         Some(Duration::from_millis(millis.min(u64::MAX as u128) as u64))
     }

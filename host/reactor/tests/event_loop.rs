@@ -126,3 +126,31 @@ fn post_after_the_loop_is_dropped_fails() {
         assert!(handle.post(|_, _| {}).is_err());
     });
 }
+
+#[test]
+fn a_timer_set_at_the_end_of_a_long_turn_is_not_late_by_that_turn() {
+    bounded(Duration::from_secs(10), || {
+        const TURN: Duration = Duration::from_millis(200);
+        const DELAY: Duration = Duration::from_millis(5);
+        let mut lp = EventLoop::<Recorder>::new().unwrap();
+        let mut rec = Recorder::default();
+        let handle = lp.handle();
+        // A posted job stands in for a slow callback: it works for TURN,
+        // then sets a short timer before the turn ends.
+        handle
+            .post(|_: &mut Recorder, reactor: &mut Reactor| {
+                thread::sleep(TURN);
+                reactor.set_timeout(DELAY, Token(1));
+            })
+            .unwrap();
+        let mut set_at = None;
+        while rec.fired.is_empty() {
+            lp.run_once(&mut rec, None).unwrap();
+            set_at.get_or_insert_with(Instant::now);
+        }
+        // The wait counts from when it starts, not from the start of the
+        // turn that set the timer (which would make it TURN late).
+        let late = rec.fired[0].1.saturating_duration_since(set_at.unwrap() + DELAY);
+        assert!(late < TURN / 2, "the timer fired {late:?} late after a {TURN:?} turn");
+    });
+}
