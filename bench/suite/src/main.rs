@@ -10,6 +10,7 @@
 
 mod conns;
 mod echo;
+mod echo_client;
 mod http;
 mod idle;
 mod procs;
