@@ -175,9 +175,8 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Section>> {
     section.notes.push(format!(
         "Target for the 1 s timer: one wakeup per tick. A {} s window holds {} or {} ticks depending on \
          where it starts, hence ≤ 1.1/s. The first thread listed is the loop thread. The `epoch-ticker` \
-         thread enforces the callback deadline and runs only while a guest callback runs: each tick \
-         unparks it, and if the callback is still running when it looks it also sleeps one 5 ms epoch \
-         period, so it adds 1–2 wakeups per tick on top of the loop's one.",
+         thread enforces the callback deadline: the loop arms its timer when a callback starts and \
+         disarms it before blocking, so callbacks shorter than its 5 ms period never wake it.",
         window.as_secs(),
         window.as_secs(),
         window.as_secs() + 1,

@@ -40,6 +40,17 @@ struct Args {
     /// target/bench-scratch/RESULTS-smoke.md].
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Instead of the suite: drive the echo client against a server that is
+    /// already running (for profiling it by hand), e.g.
+    /// `--echo-load 127.0.0.1:7000 --connections 100 --size 64 --seconds 10`.
+    #[arg(long, value_name = "ADDR")]
+    echo_load: Option<std::net::SocketAddr>,
+    #[arg(long, default_value_t = 100, requires = "echo_load")]
+    connections: usize,
+    #[arg(long, default_value_t = 64, requires = "echo_load")]
+    size: usize,
+    #[arg(long, default_value_t = 10, requires = "echo_load")]
+    seconds: u64,
 }
 
 /// What every benchmark gets.
@@ -71,6 +82,30 @@ fn main() -> ExitCode {
     if let Some(unknown) = args.only.iter().find(|n| !BENCHMARKS.iter().any(|(name, _)| name == n)) {
         eprintln!("unknown benchmark `{unknown}`; known: echo, http, conns, idle, timers, startup");
         return ExitCode::from(2);
+    }
+    if let Some(addr) = args.echo_load {
+        let load = echo_client::Load {
+            connections: args.connections,
+            size: args.size,
+            warmup: std::time::Duration::from_secs(1),
+            window: std::time::Duration::from_secs(args.seconds),
+            cpu: None,
+        };
+        return match echo_client::run(addr, &load) {
+            Ok(out) => {
+                println!(
+                    "{:.0} msg/s, p50 {:.1} µs, p99 {:.1} µs",
+                    out.per_second(),
+                    out.percentile_micros(0.5),
+                    out.percentile_micros(0.99)
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("echo load failed: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let ctx = Ctx { paths: Paths::find(), smoke: args.smoke };
     let mut sections = Vec::new();

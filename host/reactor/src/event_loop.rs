@@ -32,6 +32,9 @@ pub trait Handler {
     fn timer(&mut self, reactor: &mut Reactor, timer: Expired);
     /// Work queued with [`Reactor::defer`] during this turn.
     fn deferred(&mut self, _reactor: &mut Reactor) {}
+    /// The loop is about to wait for events and may block (libuv's
+    /// "prepare" phase): stop anything that must not run while idle.
+    fn prepare(&mut self, _reactor: &mut Reactor) {}
 }
 
 impl Reactor {
@@ -147,11 +150,14 @@ impl<H: Handler> EventLoop<H> {
 
     /// One turn: wait (at most `max_wait`, if given), then dispatch.
     pub fn run_once(&mut self, handler: &mut H, max_wait: Option<Duration>) -> io::Result<()> {
-        // 1. Wait.
+        // 1. Wait, after the prepare hook if the wait may block.
         let timeout = match (self.next_timeout(), max_wait) {
             (Some(t), Some(m)) => Some(t.min(m)),
             (t, m) => t.or(m),
         };
+        if timeout != Some(Duration::ZERO) {
+            handler.prepare(&mut self.reactor);
+        }
         self.reactor.poller.wait(&mut self.events, timeout)?;
 
         // 2. Read the clock, once for the whole turn.

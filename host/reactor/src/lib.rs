@@ -15,7 +15,8 @@
 //!
 //! # One turn of the loop ([`EventLoop::run_once`])
 //!
-//! 1. **Wait** for IO, no longer than the earliest timer deadline rounded up
+//! 1. **Prepare** ([`Handler::prepare`]) if the wait may block, then
+//!    **wait** for IO, no longer than the earliest timer deadline rounded up
 //!    to the next millisecond (rounding down would wake before the deadline
 //!    and spin), and not at all if posted closures or deferred work wait.
 //! 2. **Read the clock** once; [`Reactor::now`] returns this reading until

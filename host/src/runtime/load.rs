@@ -129,6 +129,11 @@ impl Runtime {
         self.loader.clone()
     }
 
+    /// The loop is about to block: no callback runs until it wakes.
+    pub fn idle(&self) {
+        self.ticker.idle();
+    }
+
     /// Epoch ticks that cover `deadline`, counting the tick in progress.
     pub(crate) fn ticks(&self, deadline: Duration) -> u64 {
         deadline.as_nanos().div_ceil(EPOCH_PERIOD.as_nanos()) as u64 + 1

@@ -738,6 +738,11 @@ impl Handler for Server {
         }
     }
 
+    /// The loop may block: the epoch ticker need not run while it does.
+    fn prepare(&mut self, _reactor: &mut Reactor) {
+        self.runtime.idle();
+    }
+
     fn deferred(&mut self, reactor: &mut Reactor) {
         // Only the work queued so far: what this work queues waits for the
         // next turn, so IO and timers are not starved.
