@@ -10,67 +10,13 @@ use std::time::{Duration, Instant};
 
 use support::{Host, LineReader, bounded};
 
-/// Lines of the joining handshake start with this.
-const SYNC: &str = "sync ";
-
-/// Connects `n` chat clients and returns once the host has accepted all of
-/// them (chat has no join notice, and a line sent before a client is
-/// accepted never reaches it).
-///
-/// The last client announces itself until every other client has heard it,
-/// which proves they were all accepted (and it was too: its line was read).
-/// It then sends a final marker that every other client reads up to, so
-/// their streams hold nothing from the handshake afterwards.
-fn join(host: &Host, n: usize) -> Vec<LineReader> {
-    let mut clients: Vec<LineReader> = (0..n).map(|_| LineReader::new(host.connect())).collect();
-    let (announcer, others) = clients.split_last_mut().expect("at least one client");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut heard = vec![false; others.len()];
-    let mut round = 0;
-    while !heard.iter().all(|&h| h) {
-        assert!(Instant::now() < deadline, "the chat clients did not all hear each other within 30 s: {heard:?}");
-        announcer.send(&format!("{SYNC}{round}"));
-        round += 1;
-        let round_end = Instant::now() + Duration::from_millis(200);
-        for (client, heard) in others.iter_mut().zip(&mut heard) {
-            if let Some(line) = client.line_by(round_end) {
-                assert!(line.starts_with(SYNC), "unexpected line {line:?}");
-                *heard = true;
-            }
-        }
-    }
-    announcer.send(&format!("{SYNC}done"));
-    for client in others {
-        loop {
-            let line = client.line();
-            assert!(line.starts_with(SYNC), "unexpected line {line:?}");
-            if line == format!("{SYNC}done") {
-                break;
-            }
-        }
-    }
-    clients
-}
+use support::conformance::chat_join as join;
 
 #[test]
 fn each_line_reaches_every_other_client_but_not_its_sender() {
     bounded(Duration::from_secs(90), || {
         let host = Host::start("chat");
-        let mut clients = join(&host, 3);
-        let names = ["alice", "bob", "carol"];
-        // Senders take turns and everyone else reads each line before the
-        // next turn. A line echoed to its own sender would be the first
-        // thing that sender reads in a later turn; alice speaks last again
-        // so carol's line gets checked too.
-        for (turn, &sender) in [0, 1, 2, 0].iter().enumerate() {
-            let line = format!("{} says hello (turn {turn})", names[sender]);
-            clients[sender].send(&line);
-            for (i, client) in clients.iter_mut().enumerate() {
-                if i != sender {
-                    assert_eq!(client.line(), line, "what {} received", names[i]);
-                }
-            }
-        }
+        support::conformance::chat_broadcast(&host);
         host.assert_no_errors();
     });
 }

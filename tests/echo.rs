@@ -18,14 +18,7 @@ const MIB: usize = 1 << 20;
 fn each_message_comes_back_byte_for_byte() {
     bounded(Duration::from_secs(90), || {
         let host = Host::start("echo");
-        let mut client = host.connect();
-        let messages: [&[u8]; 5] =
-            [b"hello\n", b"x", b"no newline at the end", &[0, 1, 2, 0xfe, 0xff, b'\r', b'\n', 0], &[b'z'; 4000]];
-        for message in messages {
-            client.write_all(message).unwrap();
-            let back = read_exactly(&mut client, message.len());
-            assert_eq!(back, message, "echo of a {}-byte message", message.len());
-        }
+        support::conformance::echo_round_trips(&host);
         host.assert_no_errors();
     });
 }
@@ -34,12 +27,7 @@ fn each_message_comes_back_byte_for_byte() {
 fn ten_mib_of_random_bytes_come_back_exactly_while_writing_and_reading_concurrently() {
     bounded(Duration::from_secs(120), || {
         let host = Host::start("echo");
-        let mut client = host.connect();
-        let data = Arc::new(random_bytes(10 * MIB, 0x5eed_0001));
-        let writer = Writer::start(&client, data.clone(), false);
-        let back = read_exactly(&mut client, data.len());
-        writer.join();
-        assert_same_bytes(&back, &data, "10 MiB echoed through one connection");
+        support::conformance::echo_ten_mib(&host);
         host.assert_no_errors();
     });
 }

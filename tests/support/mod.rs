@@ -13,6 +13,8 @@
 //! Every test binary uses a different part of this module.
 #![allow(dead_code)]
 
+pub mod conformance;
+
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -123,6 +125,40 @@ fn build_guests() -> Result<PathBuf, String> {
         None => root.join("target"),
     };
     Ok(target.join("wasm32-wasip2").join("guest"))
+}
+
+/// A guest from `examples/<example>/` written in another language, built by
+/// its `build.sh` (which installs its toolchain by package name if missing)
+/// once per test process; returns `target/examples/<example>.wasm`.
+pub fn example_guest(example: &str) -> PathBuf {
+    static BUILT: Mutex<BTreeMap<String, Result<PathBuf, String>>> = Mutex::new(BTreeMap::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let result = built.entry(example.to_string()).or_insert_with(|| {
+        BUILDING.store(true, Ordering::SeqCst);
+        let result = build_example(example);
+        BUILDING.store(false, Ordering::SeqCst);
+        result
+    });
+    match result {
+        Ok(path) => path.clone(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn build_example(example: &str) -> Result<PathBuf, String> {
+    let root = workspace_root();
+    let script = root.join("examples").join(example).join("build.sh");
+    let mut cmd = Command::new("bash");
+    cmd.arg(&script).current_dir(&root);
+    let out = run_bounded(cmd, BUILD_TIMEOUT).map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!("{} failed ({}):\n{}\n{}", script.display(), out.status, out.stdout, out.stderr));
+    }
+    let path = root.join("target").join("examples").join(format!("{example}.wasm"));
+    if !path.is_file() {
+        return Err(format!("{} succeeded but did not produce {}", script.display(), path.display()));
+    }
+    Ok(path)
 }
 
 // ---- Running commands ---------------------------------------------------
