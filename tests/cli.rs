@@ -301,3 +301,28 @@ fn check_names_every_import_the_host_does_not_provide() {
         }
     });
 }
+
+#[test]
+fn check_accepts_wasi_imports_from_any_0_2_release() {
+    bounded(Duration::from_secs(90), || {
+        // Guests built by different toolchains import WASI 0.2.x of
+        // different patch releases; the host matches them by semver.
+        let wasm = wat::parse_str(
+            r#"(component
+                (import "wasi:clocks/monotonic-clock@0.2.12" (instance (export "now" (func (result u64)))))
+                (import "wasi:random/random@0.2.9" (instance (export "get-random-u64" (func (result u64)))))
+                (import "wasi:cli/environment@0.2.0" (instance (export "get-arguments" (func (result (list string)))))))"#,
+        )
+        .expect("a component importing several WASI 0.2 releases");
+        let path = scratch_file("check-wasi-versions.wasm", &wasm);
+        let out = check(&path);
+        for line in [
+            "ok      wasi:clocks/monotonic-clock@0.2.12",
+            "ok      wasi:random/random@0.2.9",
+            "ok      wasi:cli/environment@0.2.0",
+        ] {
+            assert!(out.stdout.contains(line), "{line:?} missing from:\n{}", out.stdout);
+        }
+        assert!(!out.stdout.contains("MISSING"), "{}", out.stdout);
+    });
+}
