@@ -8,7 +8,7 @@ mod support;
 use std::io::{ErrorKind, Read};
 use std::time::{Duration, Instant};
 
-use support::{Host, LineReader, bounded};
+use support::{Host, bounded};
 
 use support::conformance::chat_join as join;
 
