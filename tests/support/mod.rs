@@ -34,9 +34,10 @@ pub use rustix::process::Signal;
 /// The `host` binary cargo built for this test run.
 pub const HOST: &str = env!("CARGO_BIN_EXE_host");
 
-/// How long a host may take from spawn to its `ready` line (it compiles the
-/// guest first; a loaded CI machine is slow).
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a host may take from spawn to its `ready` line: it compiles the
+/// guest first, and a 12–19 MB JavaScript or Python component takes 20–40 s
+/// in the debug host on a loaded 2-core machine (then it is cached).
+const READY_TIMEOUT: Duration = Duration::from_secs(300);
 /// Read and write timeouts on client sockets: a second line of defence
 /// behind the watchdog, so no socket call blocks forever.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
