@@ -269,7 +269,7 @@ fn check(args: CheckArgs) -> anyhow::Result<()> {
     if !args.no_cache {
         use_cache(&mut runtime, None)?;
     }
-    let report = wasmloop::runtime::check(&runtime.loader(), &args.module)?;
+    let report = wasmloop::runtime::check(&runtime, &args.module)?;
     println!("{report}");
     match report.verdict {
         Ok(()) => Ok(()),

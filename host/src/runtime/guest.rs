@@ -15,8 +15,10 @@ use crate::runtime::state::{GuestSetup, GuestState};
 use crate::runtime::ticker::EpochTicker;
 use crate::runtime::wasi;
 
-/// Bounds on what one guest's component may create.
-const MAX_INSTANCES: usize = 16;
+/// Bounds on what one guest's component may create. A componentize-py
+/// (Python) component instantiates 38 core modules: CPython, its shared
+/// libraries, the runtime and one stub per WASI interface.
+const MAX_INSTANCES: usize = 64;
 const MAX_TABLES: usize = 16;
 const MAX_MEMORIES: usize = 4;
 const MAX_TABLE_ELEMENTS: usize = 100_000;

@@ -14,7 +14,7 @@ mod ticker;
 mod wasi;
 
 pub use cache::{ArtifactCache, CacheError};
-pub use check::{Report, check};
+pub use check::{Import, Report, check};
 pub use guest::{Fault, Guest};
 pub use imports::monotonic_nanos;
 pub use load::{LoadError, Loader, Module, Runtime};
