@@ -51,6 +51,7 @@ fn echoing_allocates_nothing_per_message_in_steady_state() {
             name: "echo".into(),
             module,
             listeners: vec![listener],
+            http_listeners: Vec::new(),
             config: String::new(),
             limits: GuestLimits::default(),
             grants: Default::default(),

@@ -69,6 +69,12 @@ pub struct GuestConfig {
     pub module: PathBuf,
     #[serde(default)]
     pub listen: Vec<SocketAddr>,
+    /// HTTP/1.1 listeners (the host parses, the guest gets requests).
+    #[serde(default)]
+    pub listen_http: Vec<SocketAddr>,
+    /// HTTP/1.1 listeners that also offer WebSocket upgrades.
+    #[serde(default)]
+    pub listen_ws: Vec<SocketAddr>,
     /// The string handed to the guest's `init`.
     #[serde(default)]
     pub config: String,
@@ -98,6 +104,11 @@ pub struct LimitsConfig {
     pub max_connections: Option<usize>,
     pub max_pending_connects: Option<usize>,
     pub max_timers: Option<usize>,
+    pub http_max_body: Option<u64>,
+    pub http_max_head: Option<usize>,
+    pub ws_max_message: Option<usize>,
+    pub http_header_timeout_ms: Option<u64>,
+    pub http_idle_timeout_ms: Option<u64>,
 }
 
 impl LimitsConfig {
@@ -123,6 +134,22 @@ impl LimitsConfig {
             if let Some(v) = value {
                 *field = v;
             }
+        }
+        let http = &mut limits.http;
+        if let Some(v) = self.http_max_body {
+            http.max_body = v;
+        }
+        if let Some(v) = self.http_max_head {
+            http.max_head = v;
+        }
+        if let Some(v) = self.ws_max_message {
+            http.max_message = v;
+        }
+        if let Some(v) = self.http_header_timeout_ms {
+            http.header_timeout = ms(v);
+        }
+        if let Some(v) = self.http_idle_timeout_ms {
+            http.idle_timeout = ms(v);
         }
         limits
     }
@@ -188,6 +215,11 @@ impl HostConfig {
 impl GuestConfig {
     pub fn policy(&self) -> Policy {
         Policy { on_fault: self.on_fault, reload: self.reload }
+    }
+
+    /// The HTTP listeners, `true` where WebSocket upgrades are offered.
+    pub fn http_listeners(&self) -> Vec<(SocketAddr, bool)> {
+        self.listen_http.iter().map(|&a| (a, false)).chain(self.listen_ws.iter().map(|&a| (a, true))).collect()
     }
 
     pub fn grants(&self) -> Grants {

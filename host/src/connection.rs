@@ -13,6 +13,7 @@ use std::net::{Shutdown, TcpStream};
 
 use wasmloop_reactor::TimerId;
 
+use crate::http_conn::HttpState;
 use crate::runtime::bindings::CloseReason;
 
 /// The `token` of a connection (or UDP socket) not yet registered with the
@@ -57,6 +58,9 @@ pub struct Connection {
     pub connecting: Cell<bool>,
     /// The timer bounding the connect, while `connecting`.
     pub connect_timer: Cell<Option<TimerId>>,
+    /// Accepted on an HTTP or WebSocket listener: the host speaks the
+    /// protocol, and the guest sees requests instead of bytes.
+    pub http: Option<Box<HttpState>>,
 }
 
 impl Connection {
@@ -78,6 +82,7 @@ impl Connection {
             linger_armed: Cell::new(false),
             connecting: Cell::new(false),
             connect_timer: Cell::new(None),
+            http: None,
         }
     }
 
@@ -121,6 +126,44 @@ impl Connection {
         output.extend(&data[sent..sent + queued]);
         budget.used.set(budget.used.get() + queued);
         sent + queued
+    }
+
+    /// Room left in the output buffer, under the connection's and the
+    /// guest's limits.
+    pub fn room(&self, budget: &OutputBudget) -> usize {
+        self.max_output.saturating_sub(self.output.borrow().len()).min(budget.room())
+    }
+
+    /// Writes `parts` in order, all or nothing: false (and nothing written)
+    /// if what the kernel might refuse could not be buffered. Used for
+    /// framed protocol output, where half a frame would corrupt the stream.
+    pub fn write_all(&self, parts: &[&[u8]], budget: &OutputBudget) -> bool {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if total > self.room(budget) {
+            return false;
+        }
+        let mut output = self.output.borrow_mut();
+        let mut sent = 0;
+        if output.is_empty() && !self.connecting.get() {
+            let slices: [IoSlice<'_>; 4] = std::array::from_fn(|i| IoSlice::new(parts.get(i).copied().unwrap_or(&[])));
+            let count = parts.len().min(4);
+            match (&self.socket).write_vectored(&slices[..count]) {
+                Ok(n) => sent = n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.fail(&e);
+                    return true;
+                }
+            }
+        }
+        let mut skip = sent;
+        for part in parts {
+            let start = skip.min(part.len());
+            skip -= start;
+            output.extend(&part[start..]);
+        }
+        budget.used.set(budget.used.get() + (total - sent));
+        true
     }
 
     /// Sends buffered output until the kernel stops taking it. Returns true

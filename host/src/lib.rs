@@ -8,6 +8,7 @@
 pub mod config;
 pub mod connection;
 pub mod grants;
+pub mod http_conn;
 pub mod os_error;
 pub mod runtime;
 pub mod server;

@@ -13,8 +13,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use wasmloop::config::{FaultPolicy, HostConfig, Policy, ReloadMode};
 use wasmloop::grants::{AllowRule, Allowlist, Grants};
+use wasmloop::http_conn::HttpLimits;
 use wasmloop::runtime::{GuestLimits, Runtime};
-use wasmloop::server::{GuestSpec, Server, ServerConfig, bind};
+use wasmloop::server::{BindError, GuestSpec, Server, ServerConfig, bind};
 use wasmloop_reactor::EventLoop;
 
 /// Runs sandboxed WebAssembly network handlers on one event loop.
@@ -33,7 +34,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a guest component, serving the given listeners.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check whether a component fits the wasmloop:handler world: list what
     /// it imports and exports and name what is missing. Exit 0 if it fits.
     Check(CheckArgs),
@@ -62,8 +63,38 @@ struct RunArgs {
 
     /// Address to accept TCP connections on and hand to the guest
     /// (repeatable). Port 0 picks a free port; the log names it.
-    #[arg(long = "listen", value_name = "ADDR", required_unless_present = "config")]
+    #[arg(long = "listen", value_name = "ADDR", required_unless_present_any = ["config", "listen_http", "listen_ws"])]
     listen: Vec<SocketAddr>,
+
+    /// Address to serve HTTP/1.1 on (repeatable): the host parses requests
+    /// and the guest answers them (`http-callbacks`).
+    #[arg(long = "listen-http", value_name = "ADDR")]
+    listen_http: Vec<SocketAddr>,
+
+    /// Like --listen-http, and WebSocket upgrades are offered to the guest.
+    #[arg(long = "listen-ws", value_name = "ADDR")]
+    listen_ws: Vec<SocketAddr>,
+
+    /// Largest HTTP request body; a bigger one is refused with 413.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    http_max_body: u64,
+
+    /// Longest HTTP request head (request line and headers); 431 above.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024)]
+    http_max_head: usize,
+
+    /// Longest WebSocket message, reassembled; closed with 1009 above.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    ws_max_message: usize,
+
+    /// Time a client has to send a request head, and between reads of its
+    /// body; then 408.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    http_header_timeout_ms: u64,
+
+    /// How long an idle keep-alive HTTP connection is kept.
+    #[arg(long, value_name = "MS", default_value_t = 60_000)]
+    http_idle_timeout_ms: u64,
 
     /// A string passed to the guest's `init`.
     #[arg(long, value_name = "STRING", default_value = "")]
@@ -146,7 +177,7 @@ fn main() -> ExitCode {
     };
     init_logging(cli.verbose);
     let result = match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Check(args) => check(args),
     };
     match result {
@@ -188,6 +219,8 @@ struct Planned {
     name: String,
     module: PathBuf,
     listen: Vec<SocketAddr>,
+    /// HTTP listeners; `true` offers WebSocket upgrades.
+    listen_http: Vec<(SocketAddr, bool)>,
     config: String,
     grants: Grants,
     limits: GuestLimits,
@@ -207,6 +240,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                     name: g.name.clone(),
                     module: g.module.clone(),
                     listen: g.listen.clone(),
+                    listen_http: g.http_listeners(),
                     config: g.config.clone(),
                     grants: g.grants(),
                     limits: g.limits.apply(GuestLimits::default()),
@@ -226,10 +260,13 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     for guest in planned {
         let module = runtime.load(&guest.module)?;
         let listeners = guest.listen.iter().map(|&a| bind(a)).collect::<Result<Vec<_>, _>>()?;
+        let http_listeners =
+            guest.listen_http.iter().map(|&(a, ws)| Ok((bind(a)?, ws))).collect::<Result<Vec<_>, BindError>>()?;
         let spec = GuestSpec {
             name: guest.name,
             module,
             listeners,
+            http_listeners,
             config: guest.config,
             limits: guest.limits,
             grants: guest.grants,
@@ -307,6 +344,12 @@ fn planned_from_flags(args: &RunArgs) -> Planned {
         name,
         module,
         listen: args.listen.clone(),
+        listen_http: args
+            .listen_http
+            .iter()
+            .map(|&a| (a, false))
+            .chain(args.listen_ws.iter().map(|&a| (a, true)))
+            .collect(),
         config: args.guest_config.clone(),
         grants: Grants { connect: Allowlist::new(args.connect.clone()), udp: args.udp.clone() },
         limits: GuestLimits {
@@ -315,6 +358,14 @@ fn planned_from_flags(args: &RunArgs) -> Planned {
             max_output: args.max_output,
             max_connections: args.max_connections,
             max_timers: args.max_timers,
+            http: HttpLimits {
+                max_body: args.http_max_body,
+                max_head: args.http_max_head,
+                max_message: args.ws_max_message,
+                header_timeout: Duration::from_millis(args.http_header_timeout_ms),
+                idle_timeout: Duration::from_millis(args.http_idle_timeout_ms),
+                ..HttpLimits::default()
+            },
             ..defaults
         },
         policy: Policy { on_fault: args.on_fault, reload: args.reload_mode },

@@ -1,14 +1,14 @@
 //! The glue between the generated exports (`callbacks`, `outbound-callbacks`,
-//! `datagram-callbacks`, `migration`) and a [`Handler`].
+//! `datagram-callbacks`, `migration`, `http-callbacks`) and a [`Handler`].
 
 use std::any::Any;
 use std::cell::RefCell;
 use std::marker::PhantomData;
 
 use crate::bindings::exports::wasmloop::handler::callbacks::Guest;
-use crate::bindings::exports::wasmloop::handler::{datagram_callbacks, migration, outbound_callbacks};
-use crate::bindings::wasmloop::handler::{outbound, types};
-use crate::{Connection, Handler, Listener, Timer, UdpSocket};
+use crate::bindings::exports::wasmloop::handler::{datagram_callbacks, http_callbacks, migration, outbound_callbacks};
+use crate::bindings::wasmloop::handler::{http, outbound, types};
+use crate::{Connection, Handler, Listener, Request, RequestHead, Timer, UdpSocket, WebSocket};
 
 thread_local! {
     /// The guest's state, set by `init`. Wasm guests are single-threaded, so
@@ -101,6 +101,37 @@ impl<H: Handler> migration::Guest for Exports<H> {
 impl<H: Handler> datagram_callbacks::Guest for Exports<H> {
     fn on_datagram(socket: u64, peer: String, data: Vec<u8>) {
         Self::with(|h| h.on_datagram(UdpSocket(socket), &peer, &data));
+    }
+}
+
+impl<H: Handler> http_callbacks::Guest for Exports<H> {
+    fn on_request(req: u64, head: http::RequestHead, body: Vec<u8>, end: bool) {
+        let head = RequestHead(head);
+        Self::with(|h| h.on_request(Request(req), &head, &body, end));
+    }
+
+    fn on_request_body(req: u64, data: Vec<u8>, end: bool) {
+        Self::with(|h| h.on_request_body(Request(req), &data, end));
+    }
+
+    fn on_response_writable(req: u64) {
+        Self::with(|h| h.on_response_writable(Request(req)));
+    }
+
+    fn on_request_closed(req: u64) {
+        Self::with(|h| h.on_request_closed(Request(req)));
+    }
+
+    fn on_websocket_message(ws: u64, message: http::MessageResult) {
+        Self::with(|h| h.on_websocket_message(WebSocket(ws), (&message).into()));
+    }
+
+    fn on_websocket_writable(ws: u64) {
+        Self::with(|h| h.on_websocket_writable(WebSocket(ws)));
+    }
+
+    fn on_websocket_close(ws: u64, code: u16, reason: String) {
+        Self::with(|h| h.on_websocket_close(WebSocket(ws), code, &reason));
     }
 }
 

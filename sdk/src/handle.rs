@@ -19,4 +19,4 @@ macro_rules! handle_integer {
     )*};
 }
 
-handle_integer!(crate::Connection, crate::Listener, crate::Timer, crate::UdpSocket);
+handle_integer!(crate::Connection, crate::Listener, crate::Timer, crate::UdpSocket, crate::Request, crate::WebSocket);

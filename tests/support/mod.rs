@@ -110,6 +110,12 @@ fn build_guests() -> Result<PathBuf, String> {
         "hello",
         "-p",
         "broken-init",
+        "-p",
+        "http-hello",
+        "-p",
+        "http-static-kv",
+        "-p",
+        "ws-chat",
     ]);
     let out = run_bounded(cmd, BUILD_TIMEOUT).map_err(|e| format!("cannot run {cargo:?} to build the guests: {e}"))?;
     if !out.status.success() {
@@ -322,9 +328,18 @@ pub struct HostCommand {
     args: Vec<String>,
     env: Vec<(String, OsString)>,
     fd_limit: Option<u32>,
+    /// The flag the guest's one listener is opened with (`--listen`).
+    listen: &'static str,
 }
 
 impl HostCommand {
+    /// Opens the guest's listener with `flag` (`--listen-http`,
+    /// `--listen-ws`) instead of `--listen`.
+    pub fn listen_flag(mut self, flag: &'static str) -> Self {
+        self.listen = flag;
+        self
+    }
+
     /// Adds command-line arguments after the guest and `--listen`.
     pub fn args<I, S>(mut self, args: I) -> Self
     where
@@ -362,7 +377,7 @@ impl HostCommand {
         cmd.arg("run");
         match &self.config {
             Some(file) => cmd.arg("--config").arg(file),
-            None => cmd.arg(&self.guest).args(["--listen", "127.0.0.1:0"]),
+            None => cmd.arg(&self.guest).args([self.listen, "127.0.0.1:0"]),
         };
         cmd.args(&self.args)
             .env("XDG_CACHE_HOME", shared_cache_home())
@@ -458,7 +473,14 @@ impl Host {
 
     /// A host for any component file.
     pub fn command_for(module: impl Into<PathBuf>) -> HostCommand {
-        HostCommand { guest: module.into(), config: None, args: Vec::new(), env: Vec::new(), fd_limit: None }
+        HostCommand {
+            guest: module.into(),
+            config: None,
+            args: Vec::new(),
+            env: Vec::new(),
+            fd_limit: None,
+            listen: "--listen",
+        }
     }
 
     /// A host running the guests of a TOML config file
@@ -470,6 +492,7 @@ impl Host {
             args: Vec::new(),
             env: Vec::new(),
             fd_limit: None,
+            listen: "--listen",
         }
     }
 

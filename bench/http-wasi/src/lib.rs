@@ -1,5 +1,5 @@
 //! The HTTP benchmark's `wasmtime serve` contender: a `wasi:http`
-//! incoming handler that answers every request like the `http-hello` guest
+//! incoming handler that answers every request like the `http-hello` guests
 //! (200, `Content-Type: text/plain`, `Hello, world!`).
 //!
 //! Built like the guests (`cargo build --profile guest --target

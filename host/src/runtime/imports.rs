@@ -158,6 +158,7 @@ pub fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
     timers::add_to_linker::<GuestState, HasSelf>(linker, |s| s)?;
     log::add_to_linker::<GuestState, HasSelf>(linker, |s| s)?;
     clock::add_to_linker::<GuestState, HasSelf>(linker, |s| s)?;
+    crate::runtime::http::add_http(linker)?;
     // `outbound` and `datagrams`: runtime/sockets.rs.
     outbound::add_to_linker::<GuestState, HasSelf>(linker, |s| s)?;
     datagrams::add_to_linker::<GuestState, HasSelf>(linker, |s| s)?;

@@ -11,7 +11,7 @@ use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, Engine};
 
 use crate::runtime::bindings::{
-    CallbacksIndices, DatagramCallbacksIndices, MigrationIndices, OutboundCallbacksIndices,
+    CallbacksIndices, DatagramCallbacksIndices, HttpCallbacksIndices, MigrationIndices, OutboundCallbacksIndices,
 };
 use crate::runtime::cache::{self, ArtifactCache, Lookup};
 use crate::runtime::state::GuestState;
@@ -78,6 +78,7 @@ pub(crate) struct ExportIndices {
     pub outbound: Option<OutboundCallbacksIndices>,
     pub datagrams: Option<DatagramCallbacksIndices>,
     pub migration: Option<MigrationIndices>,
+    pub http: Option<HttpCallbacksIndices>,
 }
 
 pub struct Runtime {
@@ -198,6 +199,7 @@ impl Loader {
             outbound: OutboundCallbacksIndices::new(&pre).ok(),
             datagrams: DatagramCallbacksIndices::new(&pre).ok(),
             migration: MigrationIndices::new(&pre).ok(),
+            http: HttpCallbacksIndices::new(&pre).ok(),
         };
         Ok(Module { pre, exports, path: path_buf, version, origin })
     }

@@ -5,6 +5,7 @@ pub mod bindings;
 mod cache;
 mod check;
 mod guest;
+mod http;
 mod imports;
 mod load;
 mod sockets;
@@ -15,11 +16,13 @@ mod wasi;
 
 pub use cache::{ArtifactCache, CacheError};
 pub use check::{Import, Report, check};
-pub use guest::{Fault, Guest};
+pub use guest::{Fault, Guest, RequestHead};
 pub use imports::monotonic_nanos;
 pub use load::{LoadError, Loader, Module, Runtime};
 pub use sockets::connect_error;
-pub use state::{ConnKey, GuestLimits, GuestSetup, GuestState, Handle, ListenerGrant, UdpKey, UdpSocket};
+pub use state::{
+    ConnKey, GuestLimits, GuestSetup, GuestState, Handle, ListenerGrant, ReqKey, UdpKey, UdpSocket, WsKey,
+};
 
 /// Runs `f` (the event loop) with a current-thread tokio context entered.
 ///

@@ -28,6 +28,17 @@ new_key_type! {
     pub struct UdpKey;
 }
 
+new_key_type! {
+    /// A guest's HTTP request handle (`http.request`), naming the
+    /// connection the request came on.
+    pub struct ReqKey;
+}
+
+new_key_type! {
+    /// A guest's WebSocket handle (`http.websocket`).
+    pub struct WsKey;
+}
+
 /// A slot-map key as the integer handle a guest holds, and back.
 pub trait Handle: Key + From<KeyData> {
     fn handle(self) -> u64 {
@@ -41,6 +52,8 @@ pub trait Handle: Key + From<KeyData> {
 
 impl Handle for ConnKey {}
 impl Handle for UdpKey {}
+impl Handle for ReqKey {}
+impl Handle for WsKey {}
 
 /// The slot-map key a guest's handle names. `KeyData::from_ffi` forces the
 /// generation (the high 32 bits) odd, so a handle with an even generation
@@ -72,6 +85,8 @@ pub struct Handover {
     timers: TimerHeap,
     output: OutputBudget,
     udp: SlotMap<UdpKey, UdpSocket>,
+    requests: SlotMap<ReqKey, ConnKey>,
+    websockets: SlotMap<WsKey, ConnKey>,
 }
 
 /// Everything needed to start (and restart) one guest.
@@ -111,6 +126,8 @@ pub struct GuestLimits {
     /// Outbound connects not yet finished.
     pub max_pending_connects: usize,
     pub max_timers: usize,
+    /// Limits and timeouts of the guest's HTTP listeners.
+    pub http: crate::http_conn::HttpLimits,
 }
 
 impl Default for GuestLimits {
@@ -124,6 +141,7 @@ impl Default for GuestLimits {
             max_connections: 10_000,
             max_pending_connects: 64,
             max_timers: 10_000,
+            http: crate::http_conn::HttpLimits::default(),
         }
     }
 }
@@ -144,6 +162,16 @@ pub struct GuestState {
     pub output: OutputBudget,
     /// The guest's UDP sockets.
     pub udp: SlotMap<UdpKey, UdpSocket>,
+    /// Live HTTP requests and WebSockets, each naming its connection.
+    /// `RefCell`: `accept-websocket` turns one into the other inside an
+    /// import.
+    pub requests: RefCell<SlotMap<ReqKey, ConnKey>>,
+    pub websockets: RefCell<SlotMap<WsKey, ConnKey>>,
+    /// Reused for response heads, so responding allocates nothing.
+    pub scratch: RefCell<Vec<u8>>,
+    /// Reused for the header list of a response (see `runtime/http.rs`).
+    pub header_scratch: RefCell<Vec<(&'static str, &'static str)>>,
+    pub header_pairs: RefCell<Vec<(wasmtime::component::WasmStr, wasmtime::component::WasmStr)>>,
     /// Sockets bound during a callback, for the server to register after it.
     pub udp_new: Vec<UdpKey>,
     /// Sockets closed during a callback, for the server to deregister (then
@@ -172,6 +200,11 @@ impl GuestState {
             grants: setup.grants.clone(),
             output: OutputBudget::new(setup.limits.max_output_total),
             udp: SlotMap::with_key(),
+            requests: RefCell::new(SlotMap::with_key()),
+            websockets: RefCell::new(SlotMap::with_key()),
+            scratch: RefCell::new(Vec::new()),
+            header_scratch: RefCell::new(Vec::new()),
+            header_pairs: RefCell::new(Vec::new()),
             udp_new: Vec::new(),
             udp_closed: Vec::new(),
             has_outbound: false,
@@ -191,6 +224,8 @@ impl GuestState {
             timers: std::mem::take(&mut self.timers),
             output: std::mem::replace(&mut self.output, OutputBudget::new(self.limits.max_output_total)),
             udp: std::mem::take(&mut self.udp),
+            requests: self.requests.take(),
+            websockets: self.websockets.take(),
         }
     }
 
@@ -201,17 +236,36 @@ impl GuestState {
         self.timers = from.timers;
         self.output = from.output;
         self.udp = from.udp;
+        self.requests = RefCell::new(from.requests);
+        self.websockets = RefCell::new(from.websockets);
     }
 
-    /// The live connection behind `handle`, if it is this guest's.
+    /// The live raw-TCP connection behind `handle`, if it is this guest's.
+    /// A connection the host speaks HTTP on is reached only through its
+    /// request or WebSocket handle: raw bytes would corrupt the protocol.
     pub fn connection(&self, handle: u64) -> Result<&Connection, ErrorCode> {
-        self.connections.get(ConnKey::from_handle(handle)).ok_or(ErrorCode::InvalidHandle)
+        self.connections.get(ConnKey::from_handle(handle)).filter(|c| c.http.is_none()).ok_or(ErrorCode::InvalidHandle)
     }
 
     /// Like [`GuestState::connection`], and marks the connection for the
     /// host's attention after the callback.
     pub fn touch(&self, handle: u64) -> Result<&Connection, ErrorCode> {
-        let key = ConnKey::from_handle(handle);
+        let conn = self.connection(handle)?;
+        self.dirty.borrow_mut().push(ConnKey::from_handle(handle));
+        Ok(conn)
+    }
+
+    /// The connection of a live request, marked for the host's attention.
+    pub fn request(&self, handle: u64) -> Result<(ConnKey, &Connection), ErrorCode> {
+        let key = *self.requests.borrow().get(ReqKey::from_handle(handle)).ok_or(ErrorCode::InvalidHandle)?;
+        let conn = self.connections.get(key).ok_or(ErrorCode::InvalidHandle)?;
+        self.dirty.borrow_mut().push(key);
+        Ok((key, conn))
+    }
+
+    /// The connection of a live WebSocket, marked for the host's attention.
+    pub fn websocket(&self, handle: u64) -> Result<&Connection, ErrorCode> {
+        let key = *self.websockets.borrow().get(WsKey::from_handle(handle)).ok_or(ErrorCode::InvalidHandle)?;
         let conn = self.connections.get(key).ok_or(ErrorCode::InvalidHandle)?;
         self.dirty.borrow_mut().push(key);
         Ok(conn)

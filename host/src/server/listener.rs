@@ -50,8 +50,20 @@ fn describe(e: &io::Error) -> String {
     }
 }
 
+/// What the host speaks on a listener's connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Protocol {
+    /// Raw TCP: the guest gets `on-accept` and bytes.
+    Tcp,
+    /// HTTP/1.1: the guest gets requests.
+    Http,
+    /// HTTP/1.1 with WebSocket upgrades.
+    WebSocket,
+}
+
 pub(super) struct Listener {
     pub socket: TcpListener,
+    pub protocol: Protocol,
     pub guest: GuestKey,
     /// The guest's handle for this listener.
     pub handle: u64,
@@ -73,9 +85,23 @@ pub(super) enum Accepted {
 }
 
 impl Listener {
-    pub fn new(socket: TcpListener, guest: GuestKey, handle: u64, route: RouteKey) -> io::Result<Listener> {
+    pub fn new(
+        socket: TcpListener,
+        guest: GuestKey,
+        handle: u64,
+        route: RouteKey,
+        protocol: Protocol,
+    ) -> io::Result<Listener> {
         debug_assert!(!route.is_null());
-        Ok(Listener { socket, guest, handle, route, reserve: Some(File::open("/dev/null")?), last_warning: None })
+        Ok(Listener {
+            socket,
+            protocol,
+            guest,
+            handle,
+            route,
+            reserve: Some(File::open("/dev/null")?),
+            last_warning: None,
+        })
     }
 
     pub fn accept(&mut self) -> Accepted {

@@ -7,6 +7,7 @@
 
 mod datagrams;
 mod faults;
+mod http;
 mod listener;
 mod outbound;
 mod reload;
@@ -30,12 +31,12 @@ use crate::runtime::bindings::{CloseReason, ConnectError, EofAction};
 use crate::runtime::{ConnKey, Fault, Guest, GuestLimits, GuestSetup, ListenerGrant, Module, Runtime, UdpKey};
 
 use faults::{FaultHistory, Next};
-pub use listener::bind;
-use listener::{Accepted, Listener};
+use listener::{Accepted, Listener, Protocol};
+pub use listener::{BindError, bind};
 use signals::Signals;
 
 /// Bytes read per `read` call and per `on-data`.
-const READ_CHUNK: usize = 64 * 1024;
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
 /// Reads per connection per wakeup, so one busy peer cannot starve others.
 const READS_PER_WAKEUP: usize = 4;
 /// Connections accepted per listener per wakeup.
@@ -68,6 +69,9 @@ pub struct GuestSpec {
     pub name: String,
     pub module: Module,
     pub listeners: Vec<std::net::TcpListener>,
+    /// Listeners the host speaks HTTP/1.1 on, with WebSocket upgrades if
+    /// the flag is set; the guest gets requests (`http-callbacks`).
+    pub http_listeners: Vec<(std::net::TcpListener, bool)>,
     /// The string handed to the guest's `init`.
     pub config: String,
     pub limits: GuestLimits,
@@ -85,6 +89,8 @@ new_key_type! {
 enum Route {
     Listener(usize),
     Connection(GuestKey, ConnKey),
+    /// The protocol timer of an HTTP connection (http.rs).
+    HttpTimer(GuestKey, ConnKey),
     /// A guest's UDP socket (datagrams.rs).
     Datagram(GuestKey, UdpKey),
     GuestTimers(GuestKey),
@@ -110,6 +116,12 @@ enum Deferred {
     Connected(GuestKey, ConnKey, Result<(), ConnectError>),
     /// More datagrams to read after the per-wakeup budget (datagrams.rs).
     Datagrams(GuestKey, UdpKey),
+    /// HTTP (http.rs): `on-response-writable`, `on-websocket-writable`,
+    /// `on-request-closed`, `on-websocket-close`.
+    ResponseWritable(GuestKey, ConnKey, u64),
+    WebSocketWritable(GuestKey, ConnKey, u64),
+    RequestClosed(GuestKey, u64),
+    WebSocketClosed(GuestKey, u64, u16, String),
 }
 
 struct GuestSlot {
@@ -156,6 +168,13 @@ pub struct Server {
     changed: Vec<String>,
     watch_quiet: Option<TimerId>,
     watch_route: Option<RouteKey>,
+    /// HTTP request parsing, shared by all connections (http.rs); keyed by
+    /// the limits it was made with.
+    head_parser: Option<((usize, usize, u64), wasmloop_http::h1::HeadParser)>,
+    /// The header list handed to `on-request`, kept for its capacity.
+    header_list: Vec<(&'static str, &'static str)>,
+    /// The buffer a WebSocket message is handed to the guest in, kept.
+    message_buf: Vec<u8>,
 }
 
 fn token(key: RouteKey) -> Token {
@@ -169,6 +188,9 @@ fn unwatch(reactor: &Reactor, routes: &mut SlotMap<RouteKey, Route>, conn: &Conn
     if conn.token != UNREGISTERED {
         let _ = reactor.delete(&conn.socket);
         routes.remove(route_key(Token(conn.token)));
+    }
+    if let Some(http) = &conn.http {
+        routes.remove(route_key(Token(http.timer.get())));
     }
 }
 
@@ -195,6 +217,9 @@ impl Server {
             changed: Vec::new(),
             watch_quiet: None,
             watch_route: None,
+            head_parser: None,
+            header_list: Vec::new(),
+            message_buf: Vec::new(),
         }
     }
 
@@ -213,6 +238,7 @@ impl Server {
         let listeners = spec
             .listeners
             .iter()
+            .chain(spec.http_listeners.iter().map(|(l, _)| l))
             .map(|l| Ok(ListenerGrant { address: l.local_addr()?.to_string() }))
             .collect::<io::Result<Vec<_>>>()?;
         let setup = GuestSetup {
@@ -234,16 +260,29 @@ impl Server {
             }
             anyhow::anyhow!("{line}")
         })?;
+        if !spec.http_listeners.is_empty() && !guest.has_http() {
+            anyhow::bail!(
+                "guest `{name}` has HTTP listeners but does not export wasmloop:handler/http-callbacks \
+                 (build it with a wasmloop SDK that has HTTP support)"
+            );
+        }
         let module = &spec.module;
         info!(guest = &*name, "started version {} of {}: {}", module.version, module.path.display(), module.origin);
         let g = self.insert_slot(guest, spec.module, setup, spec.policy);
-        for (i, socket) in spec.listeners.into_iter().enumerate() {
+        let protocols = spec.listeners.into_iter().map(|l| (l, Protocol::Tcp));
+        let http =
+            spec.http_listeners.into_iter().map(|(l, ws)| (l, if ws { Protocol::WebSocket } else { Protocol::Http }));
+        for (i, (socket, protocol)) in protocols.chain(http).enumerate() {
             let index = self.listeners.len();
             let route = self.routes.insert(Route::Listener(index));
             let address: SocketAddr = socket.local_addr()?;
             reactor.add(&socket, token(route), Interest::READABLE)?;
-            info!(guest = &*name, "listening on {address}");
-            self.listeners.push(Listener::new(socket, g, i as u64 + 1, route)?);
+            match protocol {
+                Protocol::Tcp => info!(guest = &*name, "listening on {address}"),
+                Protocol::Http => info!(guest = &*name, "listening on {address} (HTTP)"),
+                Protocol::WebSocket => info!(guest = &*name, "listening on {address} (HTTP, WebSocket)"),
+            }
+            self.listeners.push(Listener::new(socket, g, i as u64 + 1, route, protocol)?);
         }
         self.settle(reactor, g);
         Ok(())
@@ -340,6 +379,9 @@ impl Server {
         {
             return;
         }
+        if self.connection(g, c).is_some_and(|conn| conn.http.is_some()) {
+            self.http_settle(reactor, g, c);
+        }
         let Some(state) = self.guests.get(g).and_then(|s| s.guest.as_ref()).map(|g| g.state()) else { return };
         let Some(conn) = state.connections.get(c) else { return };
         let next = conn.settle(&state.output);
@@ -383,6 +425,10 @@ impl Server {
         unwatch(reactor, &mut self.routes, &conn);
         if reset {
             conn.set_reset_on_close();
+        }
+        if conn.http.is_some() {
+            // The guest knows the request or WebSocket, not the connection.
+            return self.http_closed(reactor, g, &conn);
         }
         drop(conn);
         self.defer(reactor, Deferred::Closed(g, c.handle(), reason));
@@ -522,7 +568,13 @@ impl Server {
             connections.remove(c);
             return;
         }
-        self.call(reactor, g, |guest| guest.on_accept(handle, c.handle()));
+        match self.listeners[index].protocol {
+            Protocol::Tcp => {
+                self.call(reactor, g, |guest| guest.on_accept(handle, c.handle()));
+            }
+            Protocol::Http => self.adopt_http(reactor, g, c, false),
+            Protocol::WebSocket => self.adopt_http(reactor, g, c, true),
+        }
     }
 
     /// Reads up to the per-wakeup budget and hands each chunk to the guest.
@@ -532,6 +584,12 @@ impl Server {
     /// the peer's FIN is already queued (no edge will follow it), or an edge
     /// was consumed while reading was paused. Then read until `EAGAIN`.
     fn read(&mut self, reactor: &mut Reactor, g: GuestKey, c: ConnKey, drain: bool) {
+        let http = self.connection(g, c).and_then(|conn| conn.http.as_deref());
+        if http.is_some_and(|h| !h.input.borrow().is_empty()) {
+            // Pipelined input left from before comes first.
+            self.http_input(reactor, g, c, &mut []);
+        }
+        let http = self.connection(g, c).is_some_and(|conn| conn.http.is_some());
         let mut buf = std::mem::take(&mut self.read_buf);
         let mut budget_left = true;
         for round in 0..=READS_PER_WAKEUP {
@@ -546,6 +604,10 @@ impl Server {
                 break;
             }
             match conn.read(&mut buf) {
+                Ok(0) if http => {
+                    self.http_eof(reactor, g, c);
+                    break;
+                }
                 Ok(0) => {
                     conn.eof.set(true);
                     let action = self.call(reactor, g, |guest| guest.on_eof(c.handle()));
@@ -556,6 +618,12 @@ impl Server {
                         self.settle_connection(reactor, g, c);
                     }
                     break;
+                }
+                Ok(n) if http => {
+                    self.http_input(reactor, g, c, &mut buf[..n]);
+                    if n < buf.len() && !drain {
+                        break;
+                    }
                 }
                 Ok(n) => {
                     self.call(reactor, g, |guest| guest.on_data(c.handle(), &buf[..n]));
@@ -610,6 +678,7 @@ impl Server {
     fn close_all(&mut self, reactor: &mut Reactor, g: GuestKey) {
         let Some(guest) = self.guests.get(g).and_then(|s| s.guest.as_ref()) else { return };
         for (c, conn) in &guest.state().connections {
+            conn.ws_going_away();
             conn.closing.borrow_mut().get_or_insert(CloseReason::HostShutdown);
             guest.state().dirty.borrow_mut().push(c);
         }
@@ -697,6 +766,7 @@ impl Handler for Server {
             }
             Route::Datagram(g, k) => self.receive_datagrams(reactor, g, k),
             Route::GuestTimers(_)
+            | Route::HttpTimer(..)
             | Route::Restart(_)
             | Route::DrainDeadline(_)
             | Route::WatchQuiet
@@ -721,6 +791,7 @@ impl Handler for Server {
                 self.finish(reactor, g, c, reason.unwrap_or(CloseReason::Local), true);
             }
             Route::Listener(index) => self.accept(reactor, index),
+            Route::HttpTimer(g, c) => self.http_timer(reactor, g, c),
             Route::Restart(g) => self.restart(reactor, g),
             Route::DrainDeadline(g) => self.drain_deadline(reactor, g),
             Route::WatchQuiet => {
@@ -764,6 +835,24 @@ impl Handler for Server {
                 Deferred::Accept(index) => self.accept(reactor, index),
                 Deferred::Connected(g, c, outcome) => self.deliver_connect(reactor, g, c, outcome),
                 Deferred::Datagrams(g, k) => self.receive_datagrams(reactor, g, k),
+                Deferred::ResponseWritable(g, c, req) => {
+                    if self.connection(g, c).is_some() {
+                        self.call(reactor, g, |guest| guest.on_response_writable(req));
+                    }
+                }
+                Deferred::WebSocketWritable(g, c, ws) => {
+                    if self.connection(g, c).is_some() {
+                        self.call(reactor, g, |guest| guest.on_websocket_writable(ws));
+                    }
+                }
+                Deferred::RequestClosed(g, req) => {
+                    self.call(reactor, g, |guest| guest.on_request_closed(req));
+                    self.retire_if_drained(reactor, g);
+                }
+                Deferred::WebSocketClosed(g, ws, code, reason) => {
+                    self.call(reactor, g, |guest| guest.on_websocket_close(ws, code, &reason));
+                    self.retire_if_drained(reactor, g);
+                }
             }
         }
         if !self.deferred.is_empty() {
