@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod connection;
+pub mod embed;
 pub mod grants;
 pub mod http_conn;
 pub mod os_error;

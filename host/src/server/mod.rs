@@ -309,6 +309,11 @@ impl Server {
         })
     }
 
+    /// The runtime guests are compiled and instantiated with.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
     /// Gives the server its loop's handle, so background work (compiling
     /// for a reload) can post results back.
     pub fn set_handle(&mut self, handle: LoopHandle<Server>) {
