@@ -21,7 +21,8 @@ fn the_apps_endpoint_and_a_guest_answer_from_one_thread() {
         build.current_dir(workspace_root()).args(["build", "-p", "embed-tokio"]);
         let out = run_bounded(build, Duration::from_secs(500)).expect("cargo runs");
         assert!(out.status.success(), "building embed-tokio failed:\n{}", out.stderr);
-        let target = std::env::var_os("CARGO_TARGET_DIR").map_or(workspace_root().join("target"), |d| workspace_root().join(d));
+        let target =
+            std::env::var_os("CARGO_TARGET_DIR").map_or(workspace_root().join("target"), |d| workspace_root().join(d));
 
         let mut app = Command::new(target.join("debug/embed-tokio"))
             .arg(&guest)

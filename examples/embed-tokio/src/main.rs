@@ -11,9 +11,9 @@
 //! app answers every request with the thread it ran on and the thread the
 //! last guest turn ran on, e.g. `app ThreadId(1) wasmloop ThreadId(1)`.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -75,10 +75,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
                 let mut request = [0; 1024];
                 let _ = stream.read(&mut request).await;
                 let body = format!("app {:?} wasmloop {:?}\n", std::thread::current().id(), seen.get());
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
+                let response =
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
                 let _ = stream.write_all(response.as_bytes()).await;
             });
         }
