@@ -54,7 +54,7 @@ use std::time::Duration;
 use wasmloop_reactor::{EventLoop, LoopHandle, Reactor};
 
 use crate::runtime::{Module, Runtime};
-use crate::server::{GuestSpec, Server, ServerConfig};
+use crate::server::{GuestSpec, NativeSpec, Server, ServerConfig};
 
 /// The runtime, one event loop and its server.
 pub struct Host {
@@ -106,6 +106,12 @@ impl Host {
     /// listeners.
     pub fn add_guest(&mut self, spec: GuestSpec) -> anyhow::Result<()> {
         self.server.add_guest(self.event_loop.reactor(), spec)
+    }
+
+    /// Adds a native Rust handler beside the guests, with the same
+    /// callbacks (see [`crate::native`]), and starts serving its listeners.
+    pub fn add_native(&mut self, spec: NativeSpec) -> anyhow::Result<()> {
+        self.server.add_native(self.event_loop.reactor(), spec)
     }
 
     /// SIGINT/SIGTERM shut down gracefully, SIGHUP reloads (as `host run`).

@@ -13,3 +13,6 @@ pub mod http_conn;
 pub mod os_error;
 pub mod runtime;
 pub mod server;
+pub mod workers;
+
+pub use runtime::native;

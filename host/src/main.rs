@@ -1,12 +1,14 @@
 //! `host`: the command line. It only wires the pieces together: parse flags,
-//! set up logging, load the guest, bind listeners, run the loop.
+//! set up logging, load the guest, bind listeners, run the loops.
 
 #![forbid(unsafe_code)]
 
 use std::io::IsTerminal;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -15,8 +17,8 @@ use wasmloop::config::{FaultPolicy, HostConfig, Policy, ReloadMode};
 use wasmloop::grants::{AllowRule, Allowlist, Grants};
 use wasmloop::http_conn::HttpLimits;
 use wasmloop::runtime::{GuestLimits, Runtime};
-use wasmloop::server::{BindError, GuestSpec, Server, ServerConfig, bind};
-use wasmloop_reactor::EventLoop;
+use wasmloop::server::{GuestSpec, ServerConfig, adopt_listener, bind_group};
+use wasmloop::workers::{self, Worker};
 
 /// Runs sandboxed WebAssembly network handlers on one event loop.
 #[derive(Parser)]
@@ -63,8 +65,26 @@ struct RunArgs {
 
     /// Address to accept TCP connections on and hand to the guest
     /// (repeatable). Port 0 picks a free port; the log names it.
-    #[arg(long = "listen", value_name = "ADDR", required_unless_present_any = ["config", "listen_http", "listen_ws"])]
+    #[arg(
+        long = "listen",
+        value_name = "ADDR",
+        required_unless_present_any = ["config", "listen_http", "listen_ws", "listen_fd"]
+    )]
     listen: Vec<SocketAddr>,
+
+    /// Serve a listening socket the process inherited, by descriptor number
+    /// (repeatable): `3` for raw TCP, `3:http` or `3:ws` as --listen-http and
+    /// --listen-ws do. `systemd` (or `systemd:http`, `systemd:ws`) takes the
+    /// sockets of systemd socket activation (LISTEN_FDS, from descriptor 3).
+    #[arg(long = "listen-fd", value_name = "FD[:http|:ws]", conflicts_with = "config")]
+    listen_fd: Vec<ListenFd>,
+
+    /// Event loops to run, one per thread, each with its own instance of
+    /// every guest (guest state is per worker) and its own listening socket
+    /// per address (SO_REUSEPORT: the kernel spreads connections). One per
+    /// core is the most that helps.
+    #[arg(long, value_name = "N", default_value = "1")]
+    workers: NonZeroUsize,
 
     /// Address to serve HTTP/1.1 on (repeatable): the host parses requests
     /// and the guest answers them (`http-callbacks`).
@@ -221,6 +241,8 @@ struct Planned {
     listen: Vec<SocketAddr>,
     /// HTTP listeners; `true` offers WebSocket upgrades.
     listen_http: Vec<(SocketAddr, bool)>,
+    /// Listening sockets handed over by a supervisor (`--listen-fd`).
+    inherited: Vec<(TcpListener, Speaks)>,
     config: String,
     grants: Grants,
     limits: GuestLimits,
@@ -228,6 +250,9 @@ struct Planned {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
+    // Before anything opens a descriptor: the numbers must still name what
+    // the supervisor passed (see `take_inherited`).
+    let inherited = inherit_listeners(&args.listen_fd)?;
     let mut cache_dir = args.cache_dir.clone();
     let (planned, shutdown_timeout_ms, drain_timeout_ms) = match &args.config {
         Some(file) => {
@@ -241,6 +266,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                     module: g.module.clone(),
                     listen: g.listen.clone(),
                     listen_http: g.http_listeners(),
+                    inherited: Vec::new(),
                     config: g.config.clone(),
                     grants: g.grants(),
                     limits: g.limits.apply(GuestLimits::default()),
@@ -249,55 +275,72 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 .collect();
             (guests, config.shutdown_timeout_ms, config.drain_timeout_ms)
         }
-        None => (vec![planned_from_flags(&args)], args.shutdown_timeout_ms, args.drain_timeout_ms),
+        None => (vec![planned_from_flags(&args, inherited)], args.shutdown_timeout_ms, args.drain_timeout_ms),
     };
 
     let mut runtime = Runtime::new().context("cannot start the WebAssembly runtime")?;
     if !args.no_cache {
         use_cache(&mut runtime, cache_dir)?;
     }
-    let mut specs = Vec::new();
-    for guest in planned {
-        let module = runtime.load(&guest.module)?;
-        let listeners = guest.listen.iter().map(|&a| bind(a)).collect::<Result<Vec<_>, _>>()?;
-        let http_listeners =
-            guest.listen_http.iter().map(|&(a, ws)| Ok((bind(a)?, ws))).collect::<Result<Vec<_>, BindError>>()?;
-        let spec = GuestSpec {
-            name: guest.name,
-            module,
-            listeners,
-            http_listeners,
-            config: guest.config,
-            limits: guest.limits,
-            grants: guest.grants,
-            policy: guest.policy,
-        };
-        specs.push(spec);
-    }
-
-    let mut event_loop = EventLoop::new().context("cannot create the event loop")?;
+    let count = args.workers.get();
     let server_config = ServerConfig {
         shutdown_timeout: Duration::from_millis(shutdown_timeout_ms),
         drain_timeout: Duration::from_millis(drain_timeout_ms),
         ..ServerConfig::default()
     };
-    let mut server = Server::new(runtime, server_config);
-    server.set_handle(event_loop.handle());
-    server.handle_signals(event_loop.reactor()).context("cannot install signal handlers")?;
-    for spec in specs {
-        server.add_guest(event_loop.reactor(), spec)?;
+    // Each worker gets every guest, with its own listeners; the module is
+    // compiled once and shared.
+    let mut workers: Vec<Worker> = (0..count)
+        .map(|_| Worker {
+            runtime: runtime.for_another_loop(),
+            config: server_config.clone(),
+            guests: Vec::new(),
+            watch: args.watch,
+        })
+        .collect();
+    for guest in planned {
+        let module = runtime.load(&guest.module)?;
+        let mut specs: Vec<GuestSpec> = (0..count)
+            .map(|_| GuestSpec {
+                name: guest.name.clone(),
+                module: module.clone(),
+                listeners: Vec::new(),
+                http_listeners: Vec::new(),
+                config: guest.config.clone(),
+                limits: guest.limits.clone(),
+                grants: guest.grants.clone(),
+                policy: guest.policy,
+            })
+            .collect();
+        for &address in &guest.listen {
+            for (spec, listener) in specs.iter_mut().zip(bind_group(address, count)?) {
+                spec.listeners.push(listener);
+            }
+        }
+        for &(address, ws) in &guest.listen_http {
+            for (spec, listener) in specs.iter_mut().zip(bind_group(address, count)?) {
+                spec.http_listeners.push((listener, ws));
+            }
+        }
+        // An inherited socket is one socket (and one accept queue): every
+        // worker watches a duplicate of it and whichever loop wakes first
+        // accepts.
+        for (listener, speaks) in guest.inherited {
+            for spec in &mut specs {
+                let copy = listener.try_clone().context("cannot duplicate an inherited listener")?;
+                match speaks {
+                    Speaks::Tcp => spec.listeners.push(copy),
+                    Speaks::Http => spec.http_listeners.push((copy, false)),
+                    Speaks::WebSocket => spec.http_listeners.push((copy, true)),
+                }
+            }
+        }
+        for (worker, spec) in workers.iter_mut().zip(specs) {
+            worker.guests.push(spec);
+        }
     }
-    if args.watch {
-        server.watch_modules(event_loop.reactor()).context("cannot watch the module files")?;
-    }
-    tracing::info!("ready");
-    wasmloop::runtime::on_loop_thread(|| event_loop.run(&mut server))
-        .context("cannot set up the loop thread")?
-        .context("event loop failed")?;
-    match server.exit_reason() {
-        Some(reason) => Err(anyhow::anyhow!("{reason}")),
-        None => Ok(()),
-    }
+    drop(runtime);
+    workers::run(workers)
 }
 
 /// `host check`: the report on stdout; it fits (exit 0) or not (exit 1).
@@ -336,7 +379,7 @@ fn use_cache(runtime: &mut Runtime, dir: Option<PathBuf>) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn planned_from_flags(args: &RunArgs) -> Planned {
+fn planned_from_flags(args: &RunArgs, inherited: Vec<(TcpListener, Speaks)>) -> Planned {
     let module = args.module.clone().unwrap_or_default();
     let name = module.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "guest".into());
     let defaults = GuestLimits::default();
@@ -350,6 +393,7 @@ fn planned_from_flags(args: &RunArgs) -> Planned {
             .map(|&a| (a, false))
             .chain(args.listen_ws.iter().map(|&a| (a, true)))
             .collect(),
+        inherited,
         config: args.guest_config.clone(),
         grants: Grants { connect: Allowlist::new(args.connect.clone()), udp: args.udp.clone() },
         limits: GuestLimits {
@@ -370,4 +414,82 @@ fn planned_from_flags(args: &RunArgs) -> Planned {
         },
         policy: Policy { on_fault: args.on_fault, reload: args.reload_mode },
     }
+}
+
+/// What the host speaks on an inherited listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Speaks {
+    Tcp,
+    Http,
+    WebSocket,
+}
+
+/// A `--listen-fd` value: a descriptor number or systemd's, and a protocol.
+#[derive(Clone, Debug)]
+struct ListenFd {
+    source: FdSource,
+    speaks: Speaks,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum FdSource {
+    Number(i32),
+    /// Every socket of systemd socket activation (`LISTEN_FDS`).
+    Systemd,
+}
+
+impl FromStr for ListenFd {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ListenFd, String> {
+        let (source, speaks) = match text.rsplit_once(':') {
+            Some((source, "http")) => (source, Speaks::Http),
+            Some((source, "ws")) => (source, Speaks::WebSocket),
+            Some((_, other)) => return Err(format!("unknown protocol `{other}` (expected `http` or `ws`)")),
+            None => (text, Speaks::Tcp),
+        };
+        let source = match source {
+            "systemd" => FdSource::Systemd,
+            number => FdSource::Number(
+                number.parse().map_err(|_| format!("`{number}` is not a descriptor number or `systemd`"))?,
+            ),
+        };
+        Ok(ListenFd { source, speaks })
+    }
+}
+
+/// Takes over the listening sockets named by `--listen-fd`.
+fn inherit_listeners(flags: &[ListenFd]) -> anyhow::Result<Vec<(TcpListener, Speaks)>> {
+    let mut listeners = Vec::new();
+    for flag in flags {
+        let numbers = match flag.source {
+            FdSource::Number(fd) => vec![fd],
+            FdSource::Systemd => systemd_fds()?,
+        };
+        for fd in numbers {
+            let owned = wasmloop_reactor::take_inherited(fd)
+                .map_err(|e| anyhow::anyhow!("cannot listen on inherited descriptor {fd}: {e}"))?;
+            listeners.push((adopt_listener(owned)?, flag.speaks));
+        }
+    }
+    Ok(listeners)
+}
+
+/// The descriptors systemd passed: 3 to 3 + `LISTEN_FDS`, if `LISTEN_PID`
+/// names this process (sd_listen_fds(3)).
+fn systemd_fds() -> anyhow::Result<Vec<i32>> {
+    const FIRST: i32 = 3;
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let (Some(pid), Some(count)) = (var("LISTEN_PID"), var("LISTEN_FDS")) else {
+        anyhow::bail!("--listen-fd systemd: LISTEN_PID and LISTEN_FDS are not set (not started by socket activation)");
+    };
+    if pid.parse::<u32>().ok() != Some(std::process::id()) {
+        anyhow::bail!("--listen-fd systemd: LISTEN_PID is {pid}, not this process ({})", std::process::id());
+    }
+    let count: i32 = count
+        .parse()
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| anyhow::anyhow!("--listen-fd systemd: LISTEN_FDS is `{count}`, not a positive number"))?;
+    Ok((FIRST..FIRST + count).collect())
 }

@@ -58,14 +58,14 @@ impl Drop for Contender {
 }
 
 /// One wrk load.
-struct Run {
-    requests_per_sec: f64,
-    p50_us: f64,
-    p99_us: f64,
+pub(crate) struct Run {
+    pub requests_per_sec: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
     /// Socket errors and non-2xx answers wrk counted.
-    errors: u64,
+    pub errors: u64,
     /// The server's CPU time over the load, in cores (1.0 = one core busy).
-    cpu_cores: f64,
+    pub cpu_cores: f64,
 }
 
 pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Section>> {
@@ -292,7 +292,7 @@ fn free_port() -> anyhow::Result<SocketAddr> {
 
 /// Sends two pipelined requests (the second with `Connection: close`) and
 /// checks both answers are 200 with the hello body.
-fn verify(addr: SocketAddr) -> anyhow::Result<()> {
+pub(crate) fn verify(addr: SocketAddr) -> anyhow::Result<()> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     stream.write_all(
@@ -310,7 +310,7 @@ fn verify(addr: SocketAddr) -> anyhow::Result<()> {
 }
 
 /// One `wrk -t1 -c64 --latency` load of `secs` seconds.
-fn wrk(addr: SocketAddr, secs: u32) -> anyhow::Result<Run> {
+pub(crate) fn wrk(addr: SocketAddr, secs: u32) -> anyhow::Result<Run> {
     let output = Command::new("wrk")
         .args(["-t1", &format!("-c{CONNECTIONS}"), &format!("-d{secs}s"), "--latency"])
         .arg(format!("http://{addr}/"))
@@ -356,7 +356,7 @@ fn parse_time(text: &str) -> anyhow::Result<f64> {
     Ok(value * scale)
 }
 
-fn latency(us: f64) -> String {
+pub(crate) fn latency(us: f64) -> String {
     if us < 1000.0 { format!("{us:.0} µs") } else { format!("{:.2} ms", us / 1000.0) }
 }
 

@@ -17,6 +17,7 @@ mod procs;
 mod report;
 mod startup;
 mod timers;
+mod workers;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,7 +34,7 @@ struct Args {
     #[arg(long)]
     smoke: bool,
     /// Run only these benchmarks (comma-separated): echo, http, conns, idle,
-    /// timers, startup.
+    /// timers, startup, workers.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where to write the report [default: bench/RESULTS.md; with --smoke,
@@ -75,12 +76,13 @@ const BENCHMARKS: &[(&str, Benchmark)] = &[
     ("idle", idle::run),
     ("timers", timers::run),
     ("startup", startup::run),
+    ("workers", workers::run),
 ];
 
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(unknown) = args.only.iter().find(|n| !BENCHMARKS.iter().any(|(name, _)| name == n)) {
-        eprintln!("unknown benchmark `{unknown}`; known: echo, http, conns, idle, timers, startup");
+        eprintln!("unknown benchmark `{unknown}`; known: echo, http, conns, idle, timers, startup, workers");
         return ExitCode::from(2);
     }
     if let Some(addr) = args.echo_load {

@@ -12,6 +12,8 @@
 //! - [`EventLoop`]: runs the phases below and calls a [`Handler`].
 //! - [`FileWatcher`]: file changes as a readable descriptor (inotify;
 //!   kqueue `EVFILT_VNODE`), for reloading what changed on disk.
+//! - [`take_inherited`]: a descriptor a supervisor passed down by number
+//!   (systemd socket activation), as an owned descriptor.
 //!
 //! # One turn of the loop ([`EventLoop::run_once`])
 //!
@@ -48,6 +50,7 @@
 
 mod event_loop;
 mod handle;
+mod inherit;
 mod timer;
 mod watch;
 
@@ -60,6 +63,7 @@ mod sys;
 
 pub use event_loop::{EventLoop, Handler, Reactor};
 pub use handle::LoopHandle;
+pub use inherit::take_inherited;
 pub use sys::{Events, Poller};
 pub use timer::{Expired, TimerHeap, TimerId};
 pub use watch::{FileWatcher, WatchId};

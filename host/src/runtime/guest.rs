@@ -333,7 +333,7 @@ impl Guest {
 }
 
 /// The listeners as `init` and `restore` receive them.
-fn listener_infos(setup: &GuestSetup) -> Vec<ListenerInfo> {
+pub(crate) fn listener_infos(setup: &GuestSetup) -> Vec<ListenerInfo> {
     setup
         .listeners
         .iter()

@@ -1,6 +1,7 @@
 //! The host side of the WIT imports, one section per interface. Every
 //! handle a guest passes is checked against its own tables.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use wasmloop_reactor::{TimerId, Token};
@@ -19,68 +20,42 @@ const MIN_INTERVAL: Duration = Duration::from_millis(1);
 
 /// `wasmloop:handler/connections`, written by hand rather than through the
 /// generated trait so `write` can take the bytes as a `WasmList`: they go
-/// from guest memory to the socket without an intermediate `Vec`.
+/// from guest memory to the socket without an intermediate `Vec`. Each
+/// import is one call of the [`GuestState`] method below that a native
+/// handler's `Cx` calls too: one implementation per operation.
 pub fn add_connections(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
     let mut i = linker.instance("wasmloop:handler/connections@0.1.0")?;
     i.func_wrap("write", |store: StoreContextMut<'_, GuestState>, (h, data): (u64, WasmList<u8>)| -> Reply<u32> {
-        let state = store.data();
-        let conn = match state.connection(h) {
-            Ok(conn) => conn,
-            Err(e) => return Ok((Err(e),)),
-        };
-        if !conn.accepts_output() {
-            return Ok((Err(ErrorCode::Closed),));
-        }
-        let taken = conn.write(data.as_le_slice(&store), &state.output);
-        if conn.failed.borrow().is_some() {
-            // The socket failed: the host finishes the connection after the
-            // callback, and the bytes are lost with it.
-            let _ = state.touch(h);
-            return Ok((Err(ErrorCode::Closed),));
-        }
-        Ok((Ok(taken as u32),))
+        // A guest's list is at most 4 GiB, so what is taken fits in a u32.
+        Ok((store.data().write(h, data.as_le_slice(&store)).map(|n| n as u32),))
     })?;
     i.func_wrap("notify-writable", |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<()> {
-        Ok((store.data().touch(h).map(|c| c.notify_writable.set(true)),))
+        Ok((store.data().notify_writable(h),))
     })?;
     i.func_wrap("pause-reading", |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<()> {
-        Ok((store.data().connection(h).map(|c| c.paused.set(true)),))
+        Ok((store.data().pause_reading(h),))
     })?;
     i.func_wrap("resume-reading", |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<()> {
-        Ok((store.data().touch(h).map(|c| {
-            c.paused.set(false);
-            c.resumed.set(true);
-        }),))
+        Ok((store.data().resume_reading(h),))
     })?;
     i.func_wrap("shutdown-write", |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<()> {
-        Ok((store.data().touch(h).and_then(|c| {
-            if c.accepts_output() {
-                c.shutdown_requested.set(true);
-                Ok(())
-            } else {
-                Err(ErrorCode::Closed)
-            }
-        }),))
+        Ok((store.data().shutdown_write(h),))
     })?;
     i.func_wrap("close", |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<()> {
-        Ok((store.data().touch(h).map(|c| {
-            c.closing.borrow_mut().get_or_insert(CloseReason::Local);
-        }),))
+        Ok((store.data().close(h),))
     })?;
     i.func_wrap("abort", |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<()> {
-        Ok((store.data().touch(h).map(|c| {
-            c.abort.set(true);
-            *c.closing.borrow_mut() = Some(CloseReason::Local);
-        }),))
+        Ok((store.data().abort(h),))
     })?;
     i.func_wrap("buffered", |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<u32> {
-        Ok((store.data().connection(h).map(|c| c.buffered() as u32),))
+        // At most the per-connection output limit, a `usize` from the config.
+        Ok((store.data().buffered(h).map(|n| u32::try_from(n).unwrap_or(u32::MAX)),))
     })?;
     i.func_wrap("peer-address", |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<String> {
-        Ok((store.data().connection(h).map(|c| address(c.socket.peer_addr())),))
+        Ok((store.data().peer_address(h).map(address),))
     })?;
     i.func_wrap("local-address", |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<String> {
-        Ok((store.data().connection(h).map(|c| address(c.socket.local_addr())),))
+        Ok((store.data().local_address(h).map(address),))
     })?;
     i.func_wrap("listener-address", |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<String> {
         Ok((store.data().listener(h).map(|l| l.address.clone()),))
@@ -88,35 +63,124 @@ pub fn add_connections(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> 
     Ok(())
 }
 
-fn address(addr: std::io::Result<std::net::SocketAddr>) -> String {
+/// An address as the guest sees it; empty if the OS cannot tell (the peer
+/// already reset the connection).
+fn address(addr: Option<SocketAddr>) -> String {
     addr.map(|a| a.to_string()).unwrap_or_default()
 }
 
-impl timers::Host for GuestState {
-    fn set_timeout(&mut self, delay: u64) -> Result<u64, ErrorCode> {
-        self.start_timer(Duration::from_nanos(delay), None)
+/// The operations of `connections`, shared by the wasm imports above and
+/// native handlers (`runtime/native.rs`). The WIT docs of each function are
+/// the contract.
+impl GuestState {
+    /// Takes what fits of `data` and returns how much that is (`write`).
+    pub fn write(&self, h: u64, data: &[u8]) -> Result<usize, ErrorCode> {
+        let conn = self.connection(h)?;
+        if !conn.accepts_output() {
+            return Err(ErrorCode::Closed);
+        }
+        let taken = conn.write(data, &self.output);
+        if conn.failed.borrow().is_some() {
+            // The socket failed: the host finishes the connection after the
+            // callback, and the bytes are lost with it.
+            let _ = self.touch(h);
+            return Err(ErrorCode::Closed);
+        }
+        Ok(taken)
     }
 
-    fn set_interval(&mut self, interval: u64) -> Result<u64, ErrorCode> {
-        let interval = Duration::from_nanos(interval);
+    pub fn notify_writable(&self, h: u64) -> Result<(), ErrorCode> {
+        self.touch(h).map(|c| c.notify_writable.set(true))
+    }
+
+    pub fn pause_reading(&self, h: u64) -> Result<(), ErrorCode> {
+        self.connection(h).map(|c| c.paused.set(true))
+    }
+
+    pub fn resume_reading(&self, h: u64) -> Result<(), ErrorCode> {
+        self.touch(h).map(|c| {
+            c.paused.set(false);
+            c.resumed.set(true);
+        })
+    }
+
+    pub fn shutdown_write(&self, h: u64) -> Result<(), ErrorCode> {
+        self.touch(h).and_then(|c| {
+            if c.accepts_output() {
+                c.shutdown_requested.set(true);
+                Ok(())
+            } else {
+                Err(ErrorCode::Closed)
+            }
+        })
+    }
+
+    pub fn close(&self, h: u64) -> Result<(), ErrorCode> {
+        self.touch(h).map(|c| {
+            c.closing.borrow_mut().get_or_insert(CloseReason::Local);
+        })
+    }
+
+    pub fn abort(&self, h: u64) -> Result<(), ErrorCode> {
+        self.touch(h).map(|c| {
+            c.abort.set(true);
+            *c.closing.borrow_mut() = Some(CloseReason::Local);
+        })
+    }
+
+    pub fn buffered(&self, h: u64) -> Result<usize, ErrorCode> {
+        self.connection(h).map(|c| c.buffered())
+    }
+
+    /// The peer's address; `None` if the OS cannot tell (already reset).
+    pub fn peer_address(&self, h: u64) -> Result<Option<SocketAddr>, ErrorCode> {
+        self.connection(h).map(|c| c.socket.peer_addr().ok())
+    }
+
+    /// Our side's address; `None` if the OS cannot tell.
+    pub fn local_address(&self, h: u64) -> Result<Option<SocketAddr>, ErrorCode> {
+        self.connection(h).map(|c| c.socket.local_addr().ok())
+    }
+
+    /// Fires `on-timer` once, `delay` from now (`timers.set-timeout`).
+    pub fn add_timeout(&mut self, delay: Duration) -> Result<u64, ErrorCode> {
+        self.start_timer(delay, None)
+    }
+
+    /// Fires `on-timer` every `interval`, at least `MIN_INTERVAL` (1 ms)
+    /// (`timers.set-interval`).
+    pub fn add_interval(&mut self, interval: Duration) -> Result<u64, ErrorCode> {
         if interval < MIN_INTERVAL {
             return Err(ErrorCode::InvalidArgument);
         }
         self.start_timer(interval, Some(interval))
     }
 
-    fn cancel(&mut self, t: u64) -> Result<(), ErrorCode> {
+    /// `timers.cancel`.
+    pub fn cancel_timer(&mut self, t: u64) -> Result<(), ErrorCode> {
         if self.timers.cancel(TimerId::from_u64(t)) { Ok(()) } else { Err(ErrorCode::InvalidHandle) }
     }
-}
 
-impl GuestState {
     fn start_timer(&mut self, delay: Duration, interval: Option<Duration>) -> Result<u64, ErrorCode> {
         if self.timers.len() >= self.limits.max_timers {
             return Err(ErrorCode::LimitReached);
         }
         let deadline = std::time::Instant::now().checked_add(delay).ok_or(ErrorCode::InvalidArgument)?;
         Ok(self.timers.insert(deadline, interval, Token(0)).to_u64())
+    }
+}
+
+impl timers::Host for GuestState {
+    fn set_timeout(&mut self, delay: u64) -> Result<u64, ErrorCode> {
+        self.add_timeout(Duration::from_nanos(delay))
+    }
+
+    fn set_interval(&mut self, interval: u64) -> Result<u64, ErrorCode> {
+        self.add_interval(Duration::from_nanos(interval))
+    }
+
+    fn cancel(&mut self, t: u64) -> Result<(), ErrorCode> {
+        self.cancel_timer(t)
     }
 }
 

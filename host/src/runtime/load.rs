@@ -130,6 +130,18 @@ impl Runtime {
         self.loader.clone()
     }
 
+    /// The runtime for another event loop, on another thread: the same
+    /// engine, linker, compiled cache and epoch ticker thread (so modules
+    /// loaded by either run on both), with its own view of whether its loop
+    /// is busy (runtime/ticker.rs).
+    pub fn for_another_loop(&self) -> Runtime {
+        Runtime {
+            engine: self.engine.clone(),
+            loader: self.loader.clone(),
+            ticker: Arc::new(self.ticker.for_another_loop()),
+        }
+    }
+
     /// The loop is about to block: no callback runs until it wakes.
     pub fn idle(&self) {
         self.ticker.idle();

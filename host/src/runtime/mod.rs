@@ -7,7 +7,9 @@ mod check;
 mod guest;
 mod http;
 mod imports;
+mod instance;
 mod load;
+pub mod native;
 mod sockets;
 mod state;
 mod stdio;
@@ -18,6 +20,7 @@ pub use cache::{ArtifactCache, CacheError};
 pub use check::{Import, Report, check};
 pub use guest::{Fault, Guest, RequestHead};
 pub use imports::monotonic_nanos;
+pub use instance::Instance;
 pub use load::{LoadError, Loader, Module, Runtime};
 pub use sockets::connect_error;
 pub use state::{

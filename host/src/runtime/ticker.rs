@@ -1,18 +1,28 @@
-//! The epoch ticker: the one helper thread, there because the loop thread is
+//! The epoch ticker: the one helper thread, there because a loop thread is
 //! inside the guest when a deadline must be enforced. It advances wasmtime's
-//! epoch every period, but only while the loop is busy: an idle host, and a
+//! epoch every period, but only while some loop is busy: an idle host, and a
 //! host that wakes only for a timer now and then, cause it no wakeups.
 //!
-//! On Linux the ticker blocks in `read` on a timerfd. The loop thread arms
-//! the timer (periodic) when a callback starts and it is not armed, and
-//! disarms it in the loop's prepare phase, right before the loop may block
-//! ([`EpochTicker::idle`]): each is one cheap syscall, no context switch. A
-//! burst of callbacks shorter than a period never wakes the ticker; a loop
-//! busy for longer gets a tick per period, and a callback that runs away
-//! gets its deadline's worth of ticks and is interrupted.
+//! One engine has one epoch and so one ticker, shared by every loop that
+//! runs guests of that engine (`host run --workers N`). Each loop has its own
+//! handle ([`EpochTicker::for_another_loop`]) that remembers whether *this*
+//! loop is busy; the shared part counts the busy loops and runs the timer
+//! while the count is above zero. A loop going idle therefore never stops
+//! the ticks another loop's runaway callback needs to be interrupted.
 //!
-//! Elsewhere the ticker parks when no callback runs and is unparked when one
-//! starts, which costs it a wakeup per burst of callbacks.
+//! On Linux the ticker blocks in `read` on a timerfd. A loop marks itself
+//! busy when a callback starts and it is not busy yet, and idle in its
+//! prepare phase, right before it may block ([`EpochTicker::idle`]). Only the
+//! first loop to get busy arms the timer and only the last to go idle
+//! disarms it: one cheap syscall each, no context switch, and nothing per
+//! callback. A burst of callbacks shorter than a period never wakes the
+//! ticker; a loop busy for longer gets a tick per period, and a callback that
+//! runs away gets its deadline's worth of ticks and is interrupted. (Ticks
+//! are wall-clock periods, so another loop being busy too does not shorten
+//! anyone's deadline.)
+//!
+//! Elsewhere the ticker parks when no callback runs on any loop and is
+//! unparked when one starts, which costs it a wakeup per burst of callbacks.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
@@ -26,6 +36,7 @@ pub use sys::EpochTicker;
 #[cfg(target_os = "linux")]
 mod sys {
     use std::os::fd::OwnedFd;
+    use std::sync::Mutex;
 
     use rustix::time::{
         Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, Timespec, timerfd_create, timerfd_settime,
@@ -33,12 +44,23 @@ mod sys {
 
     use super::*;
 
+    /// One loop's handle on the engine's ticker.
     pub struct EpochTicker {
+        shared: Arc<Shared>,
+        /// This loop counts as busy (its own view; atomic only so the handle
+        /// can be shared with the guests of the loop).
+        busy: AtomicBool,
+    }
+
+    /// The timer and its thread, shared by every loop of one engine.
+    struct Shared {
         timer: Arc<OwnedFd>,
         period: Duration,
-        /// The timer runs (loop thread's view; atomic only so the ticker
-        /// can be shared).
-        armed: AtomicBool,
+        /// Loops that are busy. Locked only when a loop changes from idle to
+        /// busy or back (once per burst of callbacks), and held across the
+        /// `timerfd_settime`, so a loop going idle cannot disarm the timer
+        /// after another one armed it.
+        busy_loops: Mutex<usize>,
         stop: Arc<AtomicBool>,
         thread: Option<JoinHandle<()>>,
     }
@@ -55,13 +77,24 @@ mod sys {
                     engine.increment_epoch();
                 }
             })?;
-            Ok(EpochTicker { timer, period, armed: AtomicBool::new(false), stop, thread: Some(thread) })
+            let shared = Shared { timer, period, busy_loops: Mutex::new(0), stop, thread: Some(thread) };
+            Ok(EpochTicker { shared: Arc::new(shared), busy: AtomicBool::new(false) })
+        }
+
+        /// A handle for another loop (on another thread) running guests of
+        /// the same engine: the same timer and thread, its own busy state.
+        pub fn for_another_loop(&self) -> EpochTicker {
+            EpochTicker { shared: self.shared.clone(), busy: AtomicBool::new(false) }
         }
 
         /// A callback starts: make sure the timer runs.
         pub fn enter(&self) {
-            if !self.armed.swap(true, SeqCst) {
-                self.set(self.period, self.period);
+            if !self.busy.swap(true, SeqCst) {
+                let mut busy_loops = self.shared.lock();
+                *busy_loops += 1;
+                if *busy_loops == 1 {
+                    self.shared.set(self.shared.period, self.shared.period);
+                }
             }
         }
 
@@ -70,11 +103,32 @@ mod sys {
         /// syscall per callback.
         pub fn exit(&self) {}
 
-        /// The loop may block now: stop the timer.
+        /// The loop may block now: stop the timer unless another loop is
+        /// still busy.
         pub fn idle(&self) {
-            if self.armed.swap(false, SeqCst) {
-                self.set(Duration::ZERO, Duration::ZERO);
+            if self.busy.swap(false, SeqCst) {
+                let mut busy_loops = self.shared.lock();
+                *busy_loops -= 1;
+                if *busy_loops == 0 {
+                    self.shared.set(Duration::ZERO, Duration::ZERO);
+                }
             }
+        }
+    }
+
+    impl Drop for EpochTicker {
+        /// A loop that goes away while busy (its thread panicked, say) must
+        /// not keep the timer running for ever.
+        fn drop(&mut self) {
+            self.idle();
+        }
+    }
+
+    impl Shared {
+        fn lock(&self) -> std::sync::MutexGuard<'_, usize> {
+            // The count stays consistent even if a holder panicked: it is
+            // changed in one statement.
+            self.busy_loops.lock().unwrap_or_else(|e| e.into_inner())
         }
 
         fn set(&self, first: Duration, every: Duration) {
@@ -88,7 +142,7 @@ mod sys {
         Timespec { tv_sec: d.as_secs() as _, tv_nsec: d.subsec_nanos() as _ }
     }
 
-    impl Drop for EpochTicker {
+    impl Drop for Shared {
         fn drop(&mut self) {
             self.stop.store(true, SeqCst);
             // Expire at once so the blocked `read` returns and sees `stop`.
@@ -102,18 +156,30 @@ mod sys {
 
 #[cfg(not(target_os = "linux"))]
 mod sys {
+    use std::sync::atomic::AtomicUsize;
+    use std::thread::Thread;
+
     use super::*;
 
     struct Shared {
         engine: Engine,
-        /// A callback is running.
-        busy: AtomicBool,
+        /// Callbacks running, at most one per loop.
+        busy: AtomicUsize,
         /// The ticker is parked (or about to park).
         parked: AtomicBool,
         stop: AtomicBool,
     }
 
+    /// One loop's handle on the engine's ticker. Every handle is alike here:
+    /// `busy` counts callbacks, not loops.
     pub struct EpochTicker {
+        shared: Arc<Shared>,
+        thread: Thread,
+        _owner: Arc<Owner>,
+    }
+
+    /// Stops and joins the thread when the last handle goes.
+    struct Owner {
         shared: Arc<Shared>,
         thread: Option<JoinHandle<()>>,
     }
@@ -122,19 +188,19 @@ mod sys {
         pub fn start(engine: Engine, period: Duration) -> std::io::Result<EpochTicker> {
             let shared = Arc::new(Shared {
                 engine,
-                busy: AtomicBool::new(false),
+                busy: AtomicUsize::new(0),
                 parked: AtomicBool::new(false),
                 stop: AtomicBool::new(false),
             });
             let ticker = shared.clone();
             let thread = thread::Builder::new().name("epoch-ticker".into()).spawn(move || {
                 while !ticker.stop.load(SeqCst) {
-                    if !ticker.busy.load(SeqCst) {
+                    if ticker.busy.load(SeqCst) == 0 {
                         // Publish `parked` before re-checking `busy`: `enter`
                         // stores `busy` before loading `parked`, so one of the
                         // two sees the other and no wakeup is lost.
                         ticker.parked.store(true, SeqCst);
-                        if !ticker.busy.load(SeqCst) && !ticker.stop.load(SeqCst) {
+                        if ticker.busy.load(SeqCst) == 0 && !ticker.stop.load(SeqCst) {
                             thread::park();
                         }
                         ticker.parked.store(false, SeqCst);
@@ -144,29 +210,35 @@ mod sys {
                     ticker.engine.increment_epoch();
                 }
             })?;
-            Ok(EpochTicker { shared, thread: Some(thread) })
+            let owner = Arc::new(Owner { shared: shared.clone(), thread: Some(thread) });
+            let thread = owner.thread.as_ref().map(|t| t.thread().clone()).expect("just spawned");
+            Ok(EpochTicker { shared, thread, _owner: owner })
+        }
+
+        /// A handle for another loop running guests of the same engine.
+        pub fn for_another_loop(&self) -> EpochTicker {
+            EpochTicker { shared: self.shared.clone(), thread: self.thread.clone(), _owner: self._owner.clone() }
         }
 
         /// A callback starts: make sure the ticker runs.
         pub fn enter(&self) {
-            self.shared.busy.store(true, SeqCst);
-            if self.shared.parked.load(SeqCst)
-                && let Some(t) = &self.thread
-            {
-                t.thread().unpark();
+            self.shared.busy.fetch_add(1, SeqCst);
+            if self.shared.parked.load(SeqCst) {
+                self.thread.unpark();
             }
         }
 
-        /// The callback returned: the ticker parks after its current tick.
+        /// The callback returned: the ticker parks after its current tick
+        /// if no other loop is inside a callback.
         pub fn exit(&self) {
-            self.shared.busy.store(false, SeqCst);
+            self.shared.busy.fetch_sub(1, SeqCst);
         }
 
         /// The loop may block now (nothing to do here: `exit` parks).
         pub fn idle(&self) {}
     }
 
-    impl Drop for EpochTicker {
+    impl Drop for Owner {
         fn drop(&mut self) {
             self.shared.stop.store(true, SeqCst);
             if let Some(t) = self.thread.take() {

@@ -1,9 +1,12 @@
-//! Listening sockets: binding with a clear error, and accepting in batches
-//! without spinning when the process is out of file descriptors.
+//! Listening sockets: binding with a clear error (one socket per worker with
+//! `SO_REUSEPORT`), adopting one a supervisor passed down, and accepting in
+//! batches without spinning when the process is out of file descriptors.
 
+use std::cell::Cell;
 use std::fs::File;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::OwnedFd;
 use std::time::Instant;
 
 use rustix::io::Errno;
@@ -23,15 +26,93 @@ const BACKLOG: i32 = 4096;
 
 /// Binds a non-blocking, close-on-exec listener.
 pub fn bind(address: SocketAddr) -> Result<TcpListener, BindError> {
+    bind_with(address, false)
+}
+
+/// Binds `count` listeners to one address, one per worker loop. With more
+/// than one, each has `SO_REUSEPORT`: each has its own accept queue and the
+/// kernel spreads incoming connections over them by a hash of the
+/// connection's addresses and ports, so no loop takes connections from
+/// another's queue and none is woken for a connection another one gets. For
+/// port 0 the first bind picks the port and the rest bind that one.
+///
+/// One listener is bound as [`bind`] does, without `SO_REUSEPORT`: then a
+/// second host on the same port fails with "address already in use" instead
+/// of silently taking half the connections.
+pub fn bind_group(address: SocketAddr, count: usize) -> Result<Vec<TcpListener>, BindError> {
+    if count <= 1 {
+        return Ok(vec![bind(address)?]);
+    }
+    let first = bind_with(address, true)?;
+    let bound = first.local_addr().map_err(|error| BindError { address, error })?;
+    let mut group = vec![first];
+    for _ in 1..count {
+        group.push(bind_with(bound, true)?);
+    }
+    Ok(group)
+}
+
+fn bind_with(address: SocketAddr, reuse_port: bool) -> Result<TcpListener, BindError> {
     let fail = |e: Errno| BindError { address, error: e.into() };
     let family = if address.is_ipv4() { AddressFamily::INET } else { AddressFamily::INET6 };
     let fd = rustix::net::socket_with(family, SocketType::STREAM, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC, None)
         .map_err(fail)?;
     // Restarting the host must not wait for TIME_WAIT connections to expire.
     sockopt::set_socket_reuseaddr(&fd, true).map_err(fail)?;
+    if reuse_port {
+        sockopt::set_socket_reuseport(&fd, true).map_err(fail)?;
+    }
     rustix::net::bind(&fd, &address).map_err(fail)?;
     rustix::net::listen(&fd, BACKLOG).map_err(fail)?;
     Ok(TcpListener::from(fd))
+}
+
+/// Makes an inherited descriptor (`--listen-fd`, systemd socket activation)
+/// a listener like the ones [`bind`] makes: it must be a TCP socket that is
+/// already listening; it is made non-blocking and close-on-exec.
+pub fn adopt_listener(fd: OwnedFd) -> Result<TcpListener, AdoptError> {
+    use std::os::fd::AsRawFd;
+    let number = fd.as_raw_fd();
+    let fail = |reason: String| AdoptError { fd: number, reason };
+    let kind = match sockopt::socket_type(&fd) {
+        Ok(kind) => kind,
+        Err(Errno::NOTSOCK) => return Err(fail("it is not a socket".into())),
+        Err(e) => return Err(fail(crate::os_error::describe(&e.into()))),
+    };
+    let domain = sockopt::socket_domain(&fd).map_err(|e| fail(crate::os_error::describe(&e.into())))?;
+    if domain != AddressFamily::INET && domain != AddressFamily::INET6 {
+        return Err(fail("it is not an IPv4 or IPv6 socket (a Unix socket?)".into()));
+    }
+    if kind != SocketType::STREAM {
+        return Err(fail("it is not a TCP (stream) socket".into()));
+    }
+    if !sockopt::socket_acceptconn(&fd).map_err(|e| fail(crate::os_error::describe(&e.into())))? {
+        return Err(fail("it is not listening (the supervisor must call listen)".into()));
+    }
+    // The file status flag is shared with the supervisor's copy; a
+    // supervisor that hands a socket over does not accept on it.
+    rustix::io::ioctl_fionbio(&fd, true).map_err(|e| fail(crate::os_error::describe(&e.into())))?;
+    rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)
+        .map_err(|e| fail(crate::os_error::describe(&e.into())))?;
+    Ok(TcpListener::from(fd))
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on inherited descriptor {fd}: {reason}")]
+pub struct AdoptError {
+    pub fd: i32,
+    pub reason: String,
+}
+
+thread_local! {
+    /// Connections accepted by the listeners of this thread's loop.
+    static ACCEPTED: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How many connections the listeners of the loop on this thread accepted
+/// (one loop per thread: a worker's count, logged when it stops).
+pub fn accepted_on_this_thread() -> u64 {
+    ACCEPTED.get()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,7 +189,10 @@ impl Listener {
         let mut shed = 0;
         loop {
             match rustix::net::accept_with(&self.socket, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC) {
-                Ok(fd) => return Accepted::Stream(TcpStream::from(fd)),
+                Ok(fd) => {
+                    ACCEPTED.set(ACCEPTED.get() + 1);
+                    return Accepted::Stream(TcpStream::from(fd));
+                }
                 Err(Errno::AGAIN) => return Accepted::Drained,
                 // The peer gave up before we got to it; try the next one.
                 Err(Errno::INTR) | Err(Errno::CONNABORTED) | Err(Errno::PROTO) => {}

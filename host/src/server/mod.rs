@@ -28,11 +28,14 @@ use crate::connection::{Connection, Settled, UNREGISTERED, close_reason};
 use crate::grants::Grants;
 use crate::runtime::Handle;
 use crate::runtime::bindings::{CloseReason, ConnectError, EofAction};
-use crate::runtime::{ConnKey, Fault, Guest, GuestLimits, GuestSetup, ListenerGrant, Module, Runtime, UdpKey};
+use crate::runtime::native::{HandlerFactory, NativeGuest};
+use crate::runtime::{
+    ConnKey, Fault, Guest, GuestLimits, GuestSetup, Instance, ListenerGrant, Module, Runtime, UdpKey,
+};
 
 use faults::{FaultHistory, Next};
 use listener::{Accepted, Listener, Protocol};
-pub use listener::{BindError, bind};
+pub use listener::{AdoptError, BindError, accepted_on_this_thread, adopt_listener, bind, bind_group};
 use signals::Signals;
 
 /// Bytes read per `read` call and per `on-data`.
@@ -77,6 +80,21 @@ pub struct GuestSpec {
     pub limits: GuestLimits,
     pub grants: Grants,
     pub policy: Policy,
+}
+
+/// A native Rust handler beside the guests (see [`crate::native`]).
+pub struct NativeSpec {
+    pub name: String,
+    /// Raw TCP listeners; a handler's listener handles are 1, 2, ... in
+    /// this order.
+    pub listeners: Vec<std::net::TcpListener>,
+    /// The connection, output and timer limits apply; the memory and
+    /// deadline limits (wasm only) do not.
+    pub limits: GuestLimits,
+    /// `on-fault` applies to panics; `reload` does not apply.
+    pub policy: Policy,
+    /// Makes the handler, and a fresh one after each restart.
+    pub factory: HandlerFactory,
 }
 
 new_key_type! {
@@ -124,12 +142,43 @@ enum Deferred {
     WebSocketClosed(GuestKey, u64, u16, String),
 }
 
+/// What a guest slot runs, and what restarting it needs.
+enum Program {
+    /// Boxed: a `Module` is large, and rarely used (restart, reload).
+    Wasm(Box<Module>),
+    Native(HandlerFactory),
+}
+
+impl Program {
+    /// A fresh instance (or handler), `init`ed.
+    fn start(&self, runtime: &Runtime, setup: &GuestSetup) -> Result<Instance, Fault> {
+        match self {
+            Program::Wasm(module) => Guest::start(runtime, module, setup).map(Instance::Wasm),
+            Program::Native(factory) => NativeGuest::start(factory, setup).map(|n| Instance::Native(Box::new(n))),
+        }
+    }
+
+    /// The module of a wasm guest; native handlers have none (and are not
+    /// reloaded).
+    fn module(&self) -> Option<&Module> {
+        match self {
+            Program::Wasm(module) => Some(module),
+            Program::Native(_) => None,
+        }
+    }
+
+    /// The version, for the log.
+    fn version(&self) -> &str {
+        self.module().map_or("native", |m| &m.version)
+    }
+}
+
 struct GuestSlot {
     /// `None` while the guest is down (faulted, waiting to restart, or
     /// stopped).
-    guest: Option<Guest>,
+    guest: Option<Instance>,
     /// What restarting it needs.
-    module: Module,
+    program: Program,
     setup: GuestSetup,
     policy: Policy,
     faults: FaultHistory,
@@ -268,34 +317,73 @@ impl Server {
         }
         let module = &spec.module;
         info!(guest = &*name, "started version {} of {}: {}", module.version, module.path.display(), module.origin);
-        let g = self.insert_slot(guest, spec.module, setup, spec.policy);
+        let g = self.insert_slot(Instance::Wasm(guest), Program::Wasm(Box::new(spec.module)), setup, spec.policy);
         let protocols = spec.listeners.into_iter().map(|l| (l, Protocol::Tcp));
         let http =
             spec.http_listeners.into_iter().map(|(l, ws)| (l, if ws { Protocol::WebSocket } else { Protocol::Http }));
-        for (i, (socket, protocol)) in protocols.chain(http).enumerate() {
+        self.listen(reactor, g, &name, protocols.chain(http))?;
+        self.settle(reactor, g);
+        Ok(())
+    }
+
+    /// Makes a native handler (and runs its `init`), and starts accepting
+    /// on its listeners. It is a guest to the server: its own handles,
+    /// limits, timers and fault policy (a panic is its fault).
+    pub fn add_native(&mut self, reactor: &mut Reactor, spec: NativeSpec) -> anyhow::Result<()> {
+        let listeners = spec
+            .listeners
+            .iter()
+            .map(|l| Ok(ListenerGrant { address: l.local_addr()?.to_string() }))
+            .collect::<io::Result<Vec<_>>>()?;
+        let setup = GuestSetup {
+            name: spec.name.into(),
+            listeners,
+            config: String::new(),
+            limits: spec.limits,
+            grants: Grants::default(),
+        };
+        let name = setup.name.clone();
+        let program = Program::Native(spec.factory);
+        // As for a guest: one that cannot start is an operator error.
+        let handler = program.start(&self.runtime, &setup).map_err(|fault| anyhow::anyhow!("{fault}"))?;
+        info!(guest = &*name, "started native handler");
+        let g = self.insert_slot(handler, program, setup, spec.policy);
+        self.listen(reactor, g, &name, spec.listeners.into_iter().map(|l| (l, Protocol::Tcp)))?;
+        self.settle(reactor, g);
+        Ok(())
+    }
+
+    /// Watches a guest's listeners; their handles are 1, 2, ... in order.
+    fn listen(
+        &mut self,
+        reactor: &mut Reactor,
+        g: GuestKey,
+        name: &str,
+        listeners: impl Iterator<Item = (std::net::TcpListener, Protocol)>,
+    ) -> io::Result<()> {
+        for (i, (socket, protocol)) in listeners.enumerate() {
             let index = self.listeners.len();
             let route = self.routes.insert(Route::Listener(index));
             let address: SocketAddr = socket.local_addr()?;
             reactor.add(&socket, token(route), Interest::READABLE)?;
             match protocol {
-                Protocol::Tcp => info!(guest = &*name, "listening on {address}"),
-                Protocol::Http => info!(guest = &*name, "listening on {address} (HTTP)"),
-                Protocol::WebSocket => info!(guest = &*name, "listening on {address} (HTTP, WebSocket)"),
+                Protocol::Tcp => info!(guest = name, "listening on {address}"),
+                Protocol::Http => info!(guest = name, "listening on {address} (HTTP)"),
+                Protocol::WebSocket => info!(guest = name, "listening on {address} (HTTP, WebSocket)"),
             }
             self.listeners.push(Listener::new(socket, g, i as u64 + 1, route, protocol)?);
         }
-        self.settle(reactor, g);
         Ok(())
     }
 
     /// Adds a running instance with the routes its timers need.
-    fn insert_slot(&mut self, guest: Guest, module: Module, setup: GuestSetup, policy: Policy) -> GuestKey {
+    fn insert_slot(&mut self, guest: Instance, program: Program, setup: GuestSetup, policy: Policy) -> GuestKey {
         let routes = &mut self.routes;
         self.guests.insert_with_key(|g| {
             let [timer_route, restart_route, drain_route] = reload::slot_routes(routes, g);
             GuestSlot {
                 guest: Some(guest),
-                module,
+                program,
                 setup,
                 policy,
                 faults: FaultHistory::default(),
@@ -328,7 +416,7 @@ impl Server {
         &mut self,
         reactor: &mut Reactor,
         g: GuestKey,
-        f: impl FnOnce(&mut Guest) -> Result<R, Fault>,
+        f: impl FnOnce(&mut Instance) -> Result<R, Fault>,
     ) -> Option<R> {
         let guest = self.guests.get_mut(g)?.guest.as_mut()?;
         match f(guest) {
@@ -499,7 +587,7 @@ impl Server {
         if slot.guest.is_some() || self.shutting_down {
             return;
         }
-        match Guest::start(&self.runtime, &slot.module, &slot.setup) {
+        match slot.program.start(&self.runtime, &slot.setup) {
             Ok(guest) => {
                 info!(guest = &*slot.setup.name, "restarted");
                 slot.guest = Some(guest);

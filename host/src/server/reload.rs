@@ -15,14 +15,14 @@
 use std::thread;
 use std::time::Instant;
 
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 use wasmloop_reactor::Reactor;
 
 use super::watch::{DEBOUNCE, Watcher};
-use super::{GuestKey, GuestSlot, Route, Server, route_key, token};
+use super::{GuestKey, GuestSlot, Program, Route, Server, route_key, token};
 use crate::config::{Policy, ReloadMode};
 use crate::runtime::{Fault, GuestSetup};
-use crate::runtime::{Guest, LoadError, Module};
+use crate::runtime::{Guest, Instance, LoadError, Module};
 use wasmloop_reactor::Token;
 
 impl Server {
@@ -38,12 +38,16 @@ impl Server {
                 continue;
             }
             let guest = slot.setup.name.clone();
+            let Some(module) = slot.program.module() else {
+                debug!(guest = &*guest, "not reloading a native handler");
+                continue;
+            };
             // Reloads can overlap (two SIGHUPs during one compile): only the
             // latest request's result may be swapped in.
             let request = self.reload_requests.entry(guest.to_string()).or_default();
             *request += 1;
             let request = *request;
-            let path = slot.module.path.clone();
+            let path = module.path.clone();
             let loader = self.runtime.loader();
             let handle = handle.clone();
             let spawned = thread::Builder::new().name(format!("compile-{guest}")).spawn(move || {
@@ -66,7 +70,11 @@ impl Server {
             return;
         }
         let Some(old) = self.current(name) else { return };
-        let old_version = self.guests[old].module.version.clone();
+        if self.guests[old].program.module().is_none() {
+            debug!(guest = name, "not reloading a native handler");
+            return;
+        }
+        let old_version = self.guests[old].program.version().to_string();
         let keeps_running = |reason: &dyn std::fmt::Display| {
             warn!(guest = name, "reload failed, version {old_version} keeps running: {reason}");
         };
@@ -81,17 +89,25 @@ impl Server {
         let setup = self.guests[old].setup.clone();
         let policy = self.guests[old].policy;
         let new_version = module.version.clone();
+        let origin = module.origin;
         if policy.reload == ReloadMode::Migrate && module.exports.migration.is_some() {
             match self.migrate(reactor, old, &module, &setup) {
                 Migrated::Done(guest) => {
-                    let new = self.install(reactor, old, *guest, module, setup, policy);
+                    let new = self.install(
+                        reactor,
+                        old,
+                        Instance::Wasm(*guest),
+                        Program::Wasm(Box::new(module)),
+                        setup,
+                        policy,
+                    );
                     let moved = self.guests[new].guest.as_ref().map_or(0, |g| g.state().connections.len());
                     let old_slot = self.guests.remove(old).expect("the old version is still there");
                     self.forget_slot(reactor, &old_slot);
                     info!(
                         guest = name,
                         "reloaded (version {old_version} -> {new_version}): {}, swapped in {:?}, {moved} connections migrated",
-                        self.guests[new].module.origin,
+                        origin,
                         swap_started.elapsed()
                     );
                     return;
@@ -105,7 +121,7 @@ impl Server {
             Ok(guest) => guest,
             Err(fault) => return keeps_running(&fault),
         };
-        let new = self.install(reactor, old, guest, module, setup, policy);
+        self.install(reactor, old, Instance::Wasm(guest), Program::Wasm(Box::new(module)), setup, policy);
         let deadline = self.config.drain_timeout;
         let slot = &mut self.guests[old];
         slot.draining = Some(Instant::now() + deadline);
@@ -114,7 +130,7 @@ impl Server {
         info!(
             guest = name,
             "reloaded (version {old_version} -> {new_version}): {}, swapped in {:?}, {draining} connections draining",
-            self.guests[new].module.origin,
+            origin,
             swap_started.elapsed()
         );
         self.retire_if_drained(reactor, old);
@@ -125,12 +141,12 @@ impl Server {
         &mut self,
         reactor: &mut Reactor,
         old: GuestKey,
-        guest: Guest,
-        module: Module,
+        guest: Instance,
+        program: Program,
         setup: GuestSetup,
         policy: Policy,
     ) -> GuestKey {
-        let new = self.insert_slot(guest, module, setup, policy);
+        let new = self.insert_slot(guest, program, setup, policy);
         for listener in self.listeners.iter_mut().filter(|l| l.guest == old) {
             listener.guest = new;
         }
@@ -186,7 +202,9 @@ impl Server {
     pub fn watch_modules(&mut self, reactor: &mut Reactor) -> std::io::Result<()> {
         let mut watcher = Watcher::new()?;
         for slot in self.guests.values() {
-            watcher.watch(&slot.module.path, &slot.setup.name)?;
+            if let Some(module) = slot.program.module() {
+                watcher.watch(&module.path, &slot.setup.name)?;
+            }
         }
         reactor.add(&watcher, token(self.routes.insert(Route::Watch)), wasmloop_reactor::Interest::READABLE)?;
         self.watcher = Some(watcher);
@@ -226,7 +244,7 @@ impl Server {
         }
         let slot = self.guests.remove(g).expect("checked above");
         self.forget_slot(reactor, &slot);
-        info!(guest = &*slot.setup.name, "version {} drained", slot.module.version);
+        info!(guest = &*slot.setup.name, "version {} drained", slot.program.version());
     }
 
     /// The drain deadline passed: close what is left of an old version.
@@ -236,7 +254,8 @@ impl Server {
         let left = guest.state().connections.len();
         warn!(
             guest = &*slot.setup.name,
-            "drain deadline: closing {left} connections of version {}", slot.module.version
+            "drain deadline: closing {left} connections of version {}",
+            slot.program.version()
         );
         self.close_all(reactor, g);
     }

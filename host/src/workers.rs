@@ -1,0 +1,192 @@
+//! `host run --workers N`: one event loop per thread, shared nothing.
+//!
+//! Each worker is a whole host: its own [`EventLoop`], its own [`Server`],
+//! its own instance of every guest and its own listening sockets (bound with
+//! `SO_REUSEPORT`, so the kernel spreads connections over the workers). What
+//! they share is only what is read-only or thread-safe: the wasmtime engine,
+//! the compiled modules (`InstancePre`), the compiled cache and the epoch
+//! ticker thread. A guest's state (its memory, its connections, its timers)
+//! is per worker: two connections that land on different workers see two
+//! different instances. A trap restarts that worker's instance only.
+//!
+//! Signals reach every worker: each registers its own self-pipe for
+//! SIGINT/SIGTERM and SIGHUP, and signal-hook runs every registered action
+//! for a signal. So a graceful shutdown or a reload happens in every loop,
+//! and the process exits when the last worker stopped; if one fails (a guest
+//! with `on-fault = exit`, say) the others are stopped too and the process
+//! exits non-zero.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::mpsc;
+use std::thread;
+
+use anyhow::Context;
+use tracing::info;
+use wasmloop_reactor::{EventLoop, LoopHandle};
+
+use crate::runtime::{self, Runtime};
+use crate::server::{GuestSpec, Server, ServerConfig, accepted_on_this_thread};
+
+/// What one worker runs: everything in it is its own, except what the
+/// runtime shares ([`Runtime::for_another_loop`]).
+pub struct Worker {
+    pub runtime: Runtime,
+    pub config: ServerConfig,
+    pub guests: Vec<GuestSpec>,
+    /// Reload guests when their module files change (`--watch`).
+    pub watch: bool,
+}
+
+/// A worker's loop and server, set up on the thread that runs them.
+struct Started {
+    event_loop: EventLoop<Server>,
+    server: Server,
+}
+
+/// Runs the workers until all have stopped: logs `ready` once every one
+/// has started its guests and listens. One worker runs on this thread (as a
+/// host without workers would), more each on a thread of their own, their
+/// log lines tagged `worker{id=N}`. The first worker that fails stops the
+/// rest and its error is returned.
+pub fn run(workers: Vec<Worker>) -> anyhow::Result<()> {
+    match <[Worker; 1]>::try_from(workers) {
+        Ok([worker]) => runtime::on_loop_thread(|| {
+            let mut started = start(worker)?;
+            info!("ready");
+            serve(1, &mut started)
+        })
+        .context("cannot set up the loop thread")?,
+        Err(workers) => run_threads(workers),
+    }
+}
+
+enum Report {
+    Started(usize, anyhow::Result<LoopHandle<Server>>),
+    Stopped(usize, anyhow::Result<()>),
+}
+
+fn run_threads(workers: Vec<Worker>) -> anyhow::Result<()> {
+    let count = workers.len();
+    let (reports, inbox) = mpsc::channel();
+    let mut go = Vec::new();
+    let mut threads = Vec::new();
+    for (index, worker) in workers.into_iter().enumerate() {
+        let id = index + 1;
+        let (go_tx, go_rx) = mpsc::channel::<bool>();
+        go.push(go_tx);
+        let reports = reports.clone();
+        let thread = thread::Builder::new()
+            .name(format!("worker-{id}"))
+            .spawn(move || {
+                let span = tracing::info_span!("worker", id);
+                let _entered = span.enter();
+                let stopped = catch_unwind(AssertUnwindSafe(|| {
+                    runtime::on_loop_thread(|| worker_thread(id, worker, &reports, &go_rx))
+                        .context("cannot set up the loop thread")?
+                }))
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("worker {id} panicked")));
+                let _ = reports.send(Report::Stopped(id, stopped));
+            })
+            .with_context(|| format!("cannot start worker {id}"))?;
+        threads.push(thread);
+    }
+    drop(reports);
+
+    // Every worker starts its guests; none serves until all have.
+    let mut handles: Vec<Option<LoopHandle<Server>>> = (0..count).map(|_| None).collect();
+    let mut reported = vec![false; count];
+    let mut failure: Option<anyhow::Error> = None;
+    while reported.contains(&false) {
+        let Ok(report) = inbox.recv() else { break };
+        let (id, outcome) = match report {
+            Report::Started(id, Ok(handle)) => {
+                handles[id - 1] = Some(handle);
+                (id, Ok(()))
+            }
+            Report::Started(id, Err(e)) => (id, Err(e)),
+            // Stopped before it could say it started: it panicked.
+            Report::Stopped(id, outcome) if !reported[id - 1] => (id, outcome),
+            Report::Stopped(..) => continue,
+        };
+        reported[id - 1] = true;
+        if let Err(e) = outcome {
+            failure.get_or_insert(e);
+        }
+    }
+    let all_started = failure.is_none();
+    for tx in &go {
+        let _ = tx.send(all_started);
+    }
+    if all_started {
+        info!("ready");
+    }
+
+    // Serve until every worker has stopped; the first to fail stops the rest.
+    while let Ok(report) = inbox.recv() {
+        if let Report::Stopped(id, Err(e)) = report {
+            if failure.is_none() {
+                for (other, handle) in handles.iter().enumerate() {
+                    if other + 1 != id
+                        && let Some(handle) = handle
+                    {
+                        let _ = handle.post(|_, reactor| reactor.stop());
+                    }
+                }
+            }
+            failure.get_or_insert(e);
+        }
+    }
+    for thread in threads {
+        let _ = thread.join();
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+/// One worker's thread: start, report, wait for the others, serve.
+fn worker_thread(
+    id: usize,
+    worker: Worker,
+    reports: &mpsc::Sender<Report>,
+    go: &mpsc::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut started = match start(worker) {
+        Ok(started) => started,
+        Err(e) => {
+            let _ = reports.send(Report::Started(id, Err(e)));
+            return Ok(());
+        }
+    };
+    let _ = reports.send(Report::Started(id, Ok(started.event_loop.handle())));
+    if go.recv() != Ok(true) {
+        // Another worker could not start: the host exits with its error.
+        return Ok(());
+    }
+    serve(id, &mut started)
+}
+
+/// Sets up a worker's loop: signals, guests (instantiate + `init`, listen),
+/// file watching.
+fn start(worker: Worker) -> anyhow::Result<Started> {
+    let mut event_loop = EventLoop::new().context("cannot create the event loop")?;
+    let mut server = Server::new(worker.runtime, worker.config);
+    server.set_handle(event_loop.handle());
+    server.handle_signals(event_loop.reactor()).context("cannot install signal handlers")?;
+    for spec in worker.guests {
+        server.add_guest(event_loop.reactor(), spec)?;
+    }
+    if worker.watch {
+        server.watch_modules(event_loop.reactor()).context("cannot watch the module files")?;
+    }
+    Ok(Started { event_loop, server })
+}
+
+/// Runs a worker's loop until it stops; says how many connections it took.
+fn serve(id: usize, started: &mut Started) -> anyhow::Result<()> {
+    let result = started.event_loop.run(&mut started.server).context("event loop failed");
+    info!("worker {id} accepted {} connections", accepted_on_this_thread());
+    result?;
+    match started.server.exit_reason() {
+        Some(reason) => Err(anyhow::anyhow!("{reason}")),
+        None => Ok(()),
+    }
+}
