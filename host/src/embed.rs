@@ -7,7 +7,9 @@
 //! [`Host::run_once`] does one turn without blocking (libuv's
 //! `uv_backend_fd`/`uv_backend_timeout`/`uv_run(UV_RUN_NOWAIT)`).
 //! `examples/embed-tokio` runs guests on a tokio `current_thread` runtime
-//! this way. [`HostHandle`] is the one thread-safe way in: it posts a
+//! this way. A callback loop can instead host the reactor itself, each of
+//! our descriptors and our one timer on it (libwebsockets' event-lib ops):
+//! [`crate::on_calloop`], shown in `examples/calloop-host`. [`HostHandle`] is the one thread-safe way in: it posts a
 //! closure to run on the loop thread, or stops the loop.
 //!
 //! ```no_run
@@ -91,10 +93,22 @@ impl Host {
     }
 
     pub fn with_config(runtime: Runtime, config: ServerConfig) -> anyhow::Result<Host> {
-        let event_loop = EventLoop::new()?;
+        Ok(Host::with_event_loop(runtime, config, EventLoop::new()?))
+    }
+
+    /// A host on a loop made elsewhere, e.g. one on a foreign loop
+    /// ([`crate::on_calloop::event_loop`]); take it apart with
+    /// [`Host::into_parts`] to attach it.
+    pub fn with_event_loop(runtime: Runtime, config: ServerConfig, event_loop: EventLoop<Server>) -> Host {
         let mut server = Server::new(runtime, config);
         server.set_handle(event_loop.handle());
-        Ok(Host { event_loop, server })
+        Host { event_loop, server }
+    }
+
+    /// The loop and the server (its handler), e.g. for
+    /// [`crate::on_calloop::Link::attach`].
+    pub fn into_parts(self) -> (EventLoop<Server>, Server) {
+        (self.event_loop, self.server)
     }
 
     /// Reads and compiles (or loads from the cache) a guest component.

@@ -10,6 +10,7 @@ pub mod connection;
 pub mod embed;
 pub mod grants;
 pub mod http_conn;
+pub mod on_calloop;
 pub mod os_error;
 pub mod runtime;
 pub mod server;

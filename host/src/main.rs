@@ -18,7 +18,7 @@ use wasmloop::grants::{AllowRule, Allowlist, Grants};
 use wasmloop::http_conn::HttpLimits;
 use wasmloop::runtime::{GuestLimits, Runtime};
 use wasmloop::server::{GuestSpec, ServerConfig, adopt_listener, bind_group};
-use wasmloop::workers::{self, Worker};
+use wasmloop::workers::{self, LoopBackend, Worker};
 
 /// Runs sandboxed WebAssembly network handlers on one event loop.
 #[derive(Parser)]
@@ -85,6 +85,12 @@ struct RunArgs {
     /// core is the most that helps.
     #[arg(long, value_name = "N", default_value = "1")]
     workers: NonZeroUsize,
+
+    /// The loop that waits for events: our own reactor (epoll, kqueue), or
+    /// a calloop loop with the reactor running on it as a guest (each
+    /// worker then owns one calloop loop).
+    #[arg(long, value_enum, value_name = "LOOP", default_value = "native")]
+    event_loop: LoopBackend,
 
     /// Address to serve HTTP/1.1 on (repeatable): the host parses requests
     /// and the guest answers them (`http-callbacks`).
@@ -296,6 +302,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             config: server_config.clone(),
             guests: Vec::new(),
             watch: args.watch,
+            event_loop: args.event_loop,
         })
         .collect();
     for guest in planned {

@@ -24,6 +24,7 @@ use anyhow::Context;
 use tracing::info;
 use wasmloop_reactor::{EventLoop, LoopHandle};
 
+use crate::on_calloop;
 use crate::runtime::{self, Runtime};
 use crate::server::{GuestSpec, Server, ServerConfig, accepted_on_this_thread};
 
@@ -35,12 +36,28 @@ pub struct Worker {
     pub guests: Vec<GuestSpec>,
     /// Reload guests when their module files change (`--watch`).
     pub watch: bool,
+    /// Which loop waits for events (`--event-loop`).
+    pub event_loop: LoopBackend,
+}
+
+/// Which loop a worker's events come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LoopBackend {
+    /// Our own reactor (epoll, kqueue).
+    #[default]
+    Native,
+    /// A calloop loop owned by the worker, with our reactor on it through
+    /// its foreign-loop backend (`wasmloop::on_calloop`): the same host on
+    /// someone else's loop.
+    Calloop,
 }
 
 /// A worker's loop and server, set up on the thread that runs them.
 struct Started {
     event_loop: EventLoop<Server>,
     server: Server,
+    /// With `--event-loop calloop`: the calloop loop underneath ours.
+    calloop: Option<(calloop::EventLoop<'static, ()>, on_calloop::Link<Server>)>,
 }
 
 /// Runs the workers until all have stopped: logs `ready` once every one
@@ -51,9 +68,9 @@ struct Started {
 pub fn run(workers: Vec<Worker>) -> anyhow::Result<()> {
     match <[Worker; 1]>::try_from(workers) {
         Ok([worker]) => runtime::on_loop_thread(|| {
-            let mut started = start(worker)?;
+            let started = start(worker)?;
             info!("ready");
-            serve(1, &mut started)
+            serve(1, started)
         })
         .context("cannot set up the loop thread")?,
         Err(workers) => run_threads(workers),
@@ -149,7 +166,7 @@ fn worker_thread(
     reports: &mpsc::Sender<Report>,
     go: &mpsc::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let mut started = match start(worker) {
+    let started = match start(worker) {
         Ok(started) => started,
         Err(e) => {
             let _ = reports.send(Report::Started(id, Err(e)));
@@ -161,13 +178,21 @@ fn worker_thread(
         // Another worker could not start: the host exits with its error.
         return Ok(());
     }
-    serve(id, &mut started)
+    serve(id, started)
 }
 
 /// Sets up a worker's loop: signals, guests (instantiate + `init`, listen),
 /// file watching.
 fn start(worker: Worker) -> anyhow::Result<Started> {
-    let mut event_loop = EventLoop::new().context("cannot create the event loop")?;
+    let (mut event_loop, calloop) = match worker.event_loop {
+        LoopBackend::Native => (EventLoop::new().context("cannot create the event loop")?, None),
+        LoopBackend::Calloop => {
+            let calloop = calloop::EventLoop::try_new().context("cannot create the calloop event loop")?;
+            let (event_loop, link) =
+                on_calloop::event_loop(&calloop.handle()).context("cannot put the event loop on calloop")?;
+            (event_loop, Some((calloop, link)))
+        }
+    };
     let mut server = Server::new(worker.runtime, worker.config);
     server.set_handle(event_loop.handle());
     server.handle_signals(event_loop.reactor()).context("cannot install signal handlers")?;
@@ -177,15 +202,31 @@ fn start(worker: Worker) -> anyhow::Result<Started> {
     if worker.watch {
         server.watch_modules(event_loop.reactor()).context("cannot watch the module files")?;
     }
-    Ok(Started { event_loop, server })
+    Ok(Started { event_loop, server, calloop })
 }
 
 /// Runs a worker's loop until it stops; says how many connections it took.
-fn serve(id: usize, started: &mut Started) -> anyhow::Result<()> {
-    let result = started.event_loop.run(&mut started.server).context("event loop failed");
+fn serve(id: usize, started: Started) -> anyhow::Result<()> {
+    let Started { mut event_loop, mut server, calloop } = started;
+    let result = match calloop {
+        None => event_loop.run(&mut server).context("event loop failed"),
+        Some((mut calloop, link)) => {
+            let attached = link.attach(event_loop, server);
+            let signal = calloop.get_signal();
+            let result = calloop
+                .run(None, &mut (), |_| {
+                    if attached.is_stopping() {
+                        signal.stop();
+                    }
+                })
+                .context("calloop event loop failed");
+            server = attached.detach();
+            result
+        }
+    };
     info!("worker {id} accepted {} connections", accepted_on_this_thread());
     result?;
-    match started.server.exit_reason() {
+    match server.exit_reason() {
         Some(reason) => Err(anyhow::anyhow!("{reason}")),
         None => Ok(()),
     }

@@ -1,13 +1,16 @@
 //! What every echo guest and every chat guest must do, whatever language it
 //! is written in: the first-party Rust guests' tests and the examples in
-//! other languages (`tests/lang_*.rs`) run these same checks.
+//! other languages (`tests/lang_*.rs`) run these same checks, and so does the
+//! host on a foreign loop (`tests/foreign_loop.rs`) with the ticker's.
 
 use std::io::Write;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{Host, LineReader, Writer, assert_same_bytes, raise_fd_limit, random_bytes, read_exactly};
+use super::{
+    Host, HostCommand, LineReader, Writer, assert_same_bytes, monotonic_ns, raise_fd_limit, random_bytes, read_exactly,
+};
 
 /// Messages of many shapes come back byte for byte, one after another.
 pub fn echo_round_trips(host: &Host) {
@@ -116,4 +119,75 @@ pub fn chat_broadcast(host: &Host) {
             }
         }
     }
+}
+
+/// The ticker guest's interval, in milliseconds.
+const TICK_INTERVAL_MS: u64 = 50;
+/// How late a tick may reach a client, measured from its scheduled time.
+const MAX_LATE_NS: u64 = 20_000_000;
+const TICKS: usize = 20;
+
+/// The ticker guest, ticking every 50 ms.
+pub fn ticker_command() -> HostCommand {
+    Host::command("ticker").args(["--guest-config", &TICK_INTERVAL_MS.to_string()])
+}
+
+/// One `tick {n} {scheduled_ns} {fired_ns}` line.
+struct Tick {
+    n: u64,
+    scheduled: u64,
+    fired: u64,
+}
+
+fn parse_tick(line: &str) -> Tick {
+    let fields: Vec<&str> = line.split(' ').collect();
+    let number = |i: usize| -> u64 {
+        fields.get(i).and_then(|f| f.parse().ok()).unwrap_or_else(|| panic!("malformed tick line {line:?}"))
+    };
+    assert!(fields.len() == 4 && fields[0] == "tick", "malformed tick line {line:?}");
+    Tick { n: number(1), scheduled: number(2), fired: number(3) }
+}
+
+/// On a host from [`ticker_command`]: ticks are never early, at most 20 ms
+/// late, one interval apart, and the guest's clock is CLOCK_MONOTONIC.
+pub fn ticks_on_schedule(host: &Host) {
+    let mut client = LineReader::new(host.connect());
+    let mut previous: Option<Tick> = None;
+    let mut worst_late = 0;
+    for _ in 0..TICKS {
+        let line = client.line();
+        // Our own reading of CLOCK_MONOTONIC when the line arrived.
+        let arrived = monotonic_ns();
+        let tick = parse_tick(&line);
+        assert!(
+            tick.fired >= tick.scheduled,
+            "tick {} fired {} ns before it was due",
+            tick.n,
+            tick.scheduled - tick.fired
+        );
+        assert!(
+            arrived >= tick.fired,
+            "tick {} arrived before it fired: the guest's clock is not CLOCK_MONOTONIC",
+            tick.n
+        );
+        let late = arrived - tick.scheduled;
+        assert!(
+            late <= MAX_LATE_NS,
+            "tick {} reached the client {:.3} ms after it was due (fired {:.3} ms late)",
+            tick.n,
+            late as f64 / 1e6,
+            (tick.fired - tick.scheduled) as f64 / 1e6
+        );
+        worst_late = worst_late.max(late);
+        if let Some(prev) = &previous {
+            assert_eq!(tick.n, prev.n + 1, "tick numbers go up by one");
+            assert_eq!(
+                tick.scheduled - prev.scheduled,
+                TICK_INTERVAL_MS * 1_000_000,
+                "ticks are scheduled one interval apart"
+            );
+        }
+        previous = Some(tick);
+    }
+    eprintln!("{TICKS} ticks, worst arrival {:.3} ms after schedule", worst_late as f64 / 1e6);
 }

@@ -6,13 +6,22 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::Poller;
 use crate::event_loop::Reactor;
+use crate::foreign::Waker;
 
 /// A closure posted to the loop; it runs on the loop thread with the
 /// handler and the reactor.
 pub(crate) type Job<H> = Box<dyn FnOnce(&mut H, &mut Reactor) + Send>;
 
+/// How a wake reaches the waiting thread.
+pub(crate) enum Wake {
+    /// The poller's eventfd (`EVFILT_USER` on kqueue).
+    Os(Arc<Poller>),
+    /// Whatever the foreign loop offers ([`crate::foreign::LoopOps::waker`]).
+    Foreign(Waker),
+}
+
 pub(crate) struct Shared<H> {
-    pub(crate) poller: Arc<Poller>,
+    pub(crate) wake: Wake,
     /// Set by the first `wake` after the loop last looked; later wakes see it
     /// set and skip the syscall, so a storm of wakes costs one write.
     pub(crate) woken: AtomicBool,
@@ -49,9 +58,14 @@ impl<H> LoopHandle<H> {
     /// arrive before the loop looks are coalesced into one.
     pub fn wake(&self) {
         if !self.shared.woken.swap(true, Ordering::AcqRel) {
-            // The only failure is a full eventfd counter, which means a wake
-            // is already pending.
-            let _ = self.shared.poller.notify();
+            match &self.shared.wake {
+                // The only failure is a full eventfd counter, which means a
+                // wake is already pending.
+                Wake::Os(poller) => {
+                    let _ = poller.notify();
+                }
+                Wake::Foreign(waker) => waker(),
+            }
         }
     }
 

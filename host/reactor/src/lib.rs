@@ -12,6 +12,9 @@
 //! - [`EventLoop`]: runs the phases below and calls a [`Handler`].
 //! - [`FileWatcher`]: file changes as a readable descriptor (inotify;
 //!   kqueue `EVFILT_VNODE`), for reloading what changed on disk.
+//! - [`foreign::LoopOps`]: five operations that put the loop on someone
+//!   else's (calloop, GLib, …): the foreign loop waits and calls
+//!   [`EventLoop::dispatch`] for a turn; detaching leaves it as it was.
 //! - [`take_inherited`]: a descriptor a supervisor passed down by number
 //!   (systemd socket activation), as an owned descriptor.
 //!
@@ -49,6 +52,7 @@
 //! - Nothing here is thread-safe except [`LoopHandle`].
 
 mod event_loop;
+pub mod foreign;
 mod handle;
 mod inherit;
 mod timer;
