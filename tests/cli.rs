@@ -326,3 +326,37 @@ fn check_accepts_wasi_imports_from_any_0_2_release() {
         assert!(!out.stdout.contains("MISSING"), "{}", out.stdout);
     });
 }
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    bounded(Duration::from_secs(300), || {
+        let mut host = Command::new(HOST)
+            .arg("run")
+            .arg(guest("echo"))
+            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .env("XDG_CACHE_HOME", support::shared_cache_home())
+            .env_remove("RUST_LOG")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start host");
+        let mut lines = Vec::new();
+        for line in BufReader::new(host.stderr.take().unwrap()).lines() {
+            let line = line.expect("stderr");
+            let object: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+            let ready = object["fields"]["message"] == "ready";
+            lines.push(object);
+            if ready {
+                break;
+            }
+        }
+        let _ = host.kill();
+        let _ = host.wait();
+        assert!(lines.iter().all(|l| l["level"].is_string() && l["timestamp"].is_string()), "{lines:?}");
+        let started = lines.iter().find(|l| l["fields"]["message"].as_str().is_some_and(|m| m.starts_with("started")));
+        assert_eq!(started.expect("a `started` line")["fields"]["guest"], "echo", "guest lines carry the guest's name");
+        assert!(lines.iter().any(|l| l["fields"]["message"] == "ready"), "{lines:?}");
+    });
+}
