@@ -201,6 +201,18 @@ impl Connection {
         self.http.as_deref().ok_or(ErrorCode::InvalidHandle)
     }
 
+    /// The live exchange of this connection, if no response has begun and
+    /// output is still accepted.
+    fn unanswered(&self) -> Result<std::cell::RefMut<'_, Exchange>, ErrorCode> {
+        let state = self.http_state()?;
+        let ex = std::cell::RefMut::filter_map(state.exchange.borrow_mut(), Option::as_mut)
+            .map_err(|_| ErrorCode::InvalidHandle)?;
+        if ex.response != Response::NotStarted || !self.accepts_output() {
+            return Err(ErrorCode::Closed);
+        }
+        Ok(ex)
+    }
+
     /// `respond`: the whole response, or nothing.
     pub fn respond<'h>(
         &self,
@@ -210,12 +222,7 @@ impl Connection {
         budget: &OutputBudget,
         scratch: &mut Vec<u8>,
     ) -> Result<(), ErrorCode> {
-        let state = self.http_state()?;
-        let mut exchange = state.exchange.borrow_mut();
-        let ex = exchange.as_mut().ok_or(ErrorCode::InvalidHandle)?;
-        if ex.response != Response::NotStarted || !self.accepts_output() {
-            return Err(ErrorCode::Closed);
-        }
+        let mut ex = self.unanswered()?;
         check_response(status, headers.clone())?;
         if !h1::status_allows_body(status) && !body.is_empty() {
             return Err(ErrorCode::InvalidArgument);
@@ -241,12 +248,7 @@ impl Connection {
         budget: &OutputBudget,
         scratch: &mut Vec<u8>,
     ) -> Result<(), ErrorCode> {
-        let state = self.http_state()?;
-        let mut exchange = state.exchange.borrow_mut();
-        let ex = exchange.as_mut().ok_or(ErrorCode::InvalidHandle)?;
-        if ex.response != Response::NotStarted || !self.accepts_output() {
-            return Err(ErrorCode::Closed);
-        }
+        let mut ex = self.unanswered()?;
         check_response(status, headers.clone())?;
         // An HTTP/1.0 client knows no chunked encoding: the body ends when
         // the connection does.
@@ -315,12 +317,7 @@ impl Connection {
         budget: &OutputBudget,
         scratch: &mut Vec<u8>,
     ) -> Result<(), ErrorCode> {
-        let state = self.http_state()?;
-        let mut exchange = state.exchange.borrow_mut();
-        let ex = exchange.as_mut().ok_or(ErrorCode::InvalidHandle)?;
-        if ex.response != Response::NotStarted || !self.accepts_output() {
-            return Err(ErrorCode::Closed);
-        }
+        let mut ex = self.unanswered()?;
         let Some((key, offered)) = &ex.upgrade else {
             return Err(ErrorCode::InvalidArgument);
         };

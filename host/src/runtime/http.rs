@@ -66,7 +66,7 @@ fn with_headers<R>(
 
 /// An emptied vector of string pairs with another lifetime, in the same
 /// allocation (std collects in place when the element layout is the same).
-fn recycle<'a, 'b>(mut list: Vec<(&'a str, &'a str)>) -> Vec<(&'b str, &'b str)> {
+pub fn recycle<'a, 'b>(mut list: Vec<(&'a str, &'a str)>) -> Vec<(&'b str, &'b str)> {
     list.clear();
     list.into_iter().map(|_| ("", "")).collect()
 }

@@ -19,6 +19,7 @@ mod wasi;
 pub use cache::{ArtifactCache, CacheError};
 pub use check::{Import, Report, check};
 pub use guest::{Fault, Guest, RequestHead};
+pub use http::recycle;
 pub use imports::monotonic_nanos;
 pub use instance::Instance;
 pub use load::{LoadError, Loader, Module, Runtime};

@@ -19,7 +19,7 @@ use super::{Deferred, GuestKey, READ_CHUNK, Route, Server, token};
 use crate::connection::Connection;
 use crate::http_conn::{Exchange, HttpState, Response, WHOLE_BODY};
 use crate::runtime::bindings::{CloseReason, Message};
-use crate::runtime::{ConnKey, Handle, ReqKey, RequestHead, WsKey};
+use crate::runtime::{ConnKey, Handle, ReqKey, RequestHead, WsKey, recycle};
 
 /// How long a closing connection keeps reading (and dropping) what the
 /// client still sends, so its response is not destroyed by a reset.
@@ -582,11 +582,4 @@ impl Server {
             self.defer(reactor, work);
         }
     }
-}
-
-/// An emptied list of string pairs with another lifetime, in the same
-/// allocation (std collects in place when the element layout is the same).
-fn recycle<'a, 'b>(mut list: Vec<(&'a str, &'a str)>) -> Vec<(&'b str, &'b str)> {
-    list.clear();
-    list.into_iter().map(|_| ("", "")).collect()
 }
