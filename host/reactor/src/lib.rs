@@ -65,7 +65,7 @@ mod sys;
 #[path = "sys/kqueue.rs"]
 mod sys;
 
-pub use event_loop::{EventLoop, Handler, Reactor};
+pub use event_loop::{EventLoop, Handler, Reactor, Turn};
 pub use handle::LoopHandle;
 pub use inherit::take_inherited;
 pub use sys::{Events, Poller};

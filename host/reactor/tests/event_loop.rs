@@ -154,3 +154,46 @@ fn a_timer_set_at_the_end_of_a_long_turn_is_not_late_by_that_turn() {
         assert!(late < TURN / 2, "the timer fired {late:?} late after a {TURN:?} turn");
     });
 }
+
+/// Counts what `turned` reports.
+#[derive(Default)]
+struct Turns {
+    turns: Vec<wasmloop_reactor::Turn>,
+}
+
+impl Handler for Turns {
+    fn io(&mut self, _: &mut Reactor, _: Event) {}
+    fn timer(&mut self, _: &mut Reactor, _: Expired) {}
+    fn turned(&mut self, _: &mut Reactor, turn: wasmloop_reactor::Turn) {
+        self.turns.push(turn);
+    }
+}
+
+#[test]
+fn a_measured_loop_reports_each_turn_its_events_and_the_time_it_waited() {
+    bounded(Duration::from_secs(10), || {
+        let mut lp = EventLoop::<Turns>::new().unwrap();
+        let mut turns = Turns::default();
+        let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        lp.reactor().add(&a, Token(1), wasmloop_reactor::Interest::READABLE).unwrap();
+        // Not measuring: no reports.
+        lp.reactor().set_timeout(Duration::ZERO, Token(2));
+        lp.run_once(&mut turns, None).unwrap();
+        assert!(turns.turns.is_empty());
+
+        lp.measure(true);
+        lp.reactor().set_timeout(Duration::from_millis(30), Token(2));
+        let start = Instant::now();
+        lp.run_once(&mut turns, None).unwrap();
+        let waited = start.elapsed();
+        assert_eq!(turns.turns.len(), 1);
+        let turn = turns.turns[0];
+        assert_eq!(turn.events, 0, "a timer turn has no IO events");
+        assert!(turn.waited >= Duration::from_millis(25) && turn.waited <= waited, "{turn:?} of {waited:?}");
+
+        std::io::Write::write_all(&mut b, b"x").unwrap();
+        lp.run_once(&mut turns, None).unwrap();
+        assert_eq!(turns.turns[1].events, 1, "{:?}", turns.turns[1]);
+    });
+}
