@@ -57,6 +57,12 @@ pub struct HostConfig {
     /// paths are relative to the config file).
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
+    /// The admin listener (`--admin` wins): metrics, status page, JSON.
+    #[serde(default)]
+    pub admin: Option<SocketAddr>,
+    /// Allow `admin` on a non-loopback address.
+    #[serde(default)]
+    pub admin_public: bool,
     #[serde(rename = "guest", default)]
     pub guests: Vec<GuestConfig>,
 }

@@ -13,7 +13,10 @@ use std::net::{Shutdown, TcpStream};
 
 use wasmloop_reactor::TimerId;
 
+use std::sync::Arc;
+
 use crate::http_conn::HttpState;
+use crate::metrics::GuestMetrics;
 use crate::runtime::bindings::CloseReason;
 
 /// The `token` of a connection (or UDP socket) not yet registered with the
@@ -112,7 +115,10 @@ impl Connection {
         let mut sent = 0;
         if output.is_empty() && !self.connecting.get() {
             match (&self.socket).write(data) {
-                Ok(n) => sent = n,
+                Ok(n) => {
+                    sent = n;
+                    budget.sent(n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -148,7 +154,10 @@ impl Connection {
             let slices: [IoSlice<'_>; 4] = std::array::from_fn(|i| IoSlice::new(parts.get(i).copied().unwrap_or(&[])));
             let count = parts.len().min(4);
             match (&self.socket).write_vectored(&slices[..count]) {
-                Ok(n) => sent = n,
+                Ok(n) => {
+                    sent = n;
+                    budget.sent(n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     self.fail(&e);
@@ -179,6 +188,7 @@ impl Connection {
                 Ok(n) => {
                     output.drain(..n);
                     budget.release(n);
+                    budget.sent(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -263,15 +273,27 @@ impl Connection {
 /// Bytes buffered over all of one guest's connections, against the guest's
 /// limit (`max-output-total`), so many slow readers cannot add up to
 /// unbounded memory.
+///
+/// Every write of the guest's output passes it, so it also counts the bytes
+/// sent, for the guest's metrics.
 #[derive(Debug)]
 pub struct OutputBudget {
     used: Cell<usize>,
     max: usize,
+    meter: Option<Arc<GuestMetrics>>,
 }
 
 impl OutputBudget {
-    pub fn new(max: usize) -> OutputBudget {
-        OutputBudget { used: Cell::new(0), max }
+    pub fn new(max: usize, meter: Option<Arc<GuestMetrics>>) -> OutputBudget {
+        OutputBudget { used: Cell::new(0), max, meter }
+    }
+
+    /// `bytes` went to the kernel.
+    #[inline]
+    fn sent(&self, bytes: usize) {
+        if let Some(meter) = &self.meter {
+            meter.bytes_out.add(bytes as u64);
+        }
     }
 
     pub fn used(&self) -> usize {

@@ -41,6 +41,12 @@
 //! # }
 //! ```
 //!
+//! Metrics, as `host run --admin` has them: make a
+//! [`Metrics`](crate::metrics::Metrics), give each loop's `ServerConfig`
+//! its own `metrics.add_worker()` (before [`Host::with_config`]), and serve
+//! them with [`crate::admin::start`] or read them with
+//! [`crate::metrics::status`].
+//!
 //! Not guaranteed: a `Host` is not `Send` once guests are added (their
 //! stores stay on the thread that runs them); [`Host::run_once`] must be
 //! called from that one thread. Guest calls into WASI that would block on
@@ -99,7 +105,8 @@ impl Host {
     /// A host on a loop made elsewhere, e.g. one on a foreign loop
     /// ([`crate::on_calloop::event_loop`]); take it apart with
     /// [`Host::into_parts`] to attach it.
-    pub fn with_event_loop(runtime: Runtime, config: ServerConfig, event_loop: EventLoop<Server>) -> Host {
+    pub fn with_event_loop(runtime: Runtime, config: ServerConfig, mut event_loop: EventLoop<Server>) -> Host {
+        event_loop.measure(config.metrics.is_some());
         let mut server = Server::new(runtime, config);
         server.set_handle(event_loop.handle());
         Host { event_loop, server }

@@ -358,7 +358,7 @@ impl Connection {
     pub fn ws_control(&self, opcode: ws::Opcode, payload: &[u8]) {
         let mut header = [0; 10];
         let header = ws::frame_header(&mut header, opcode, payload.len());
-        self.write_all(&[header, payload], &OutputBudget::new(usize::MAX));
+        self.write_all(&[header, payload], &OutputBudget::new(usize::MAX, None));
     }
 
     /// `close-websocket`: sends the close frame; the handshake ends when

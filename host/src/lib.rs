@@ -5,11 +5,13 @@
 // (runtime/cache.rs), allowed there alone; syscalls live in the reactor.
 #![deny(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod connection;
 pub mod embed;
 pub mod grants;
 pub mod http_conn;
+pub mod metrics;
 pub mod on_calloop;
 pub mod os_error;
 pub mod runtime;

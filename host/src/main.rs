@@ -16,9 +16,12 @@ use clap::{Parser, Subcommand};
 use wasmloop::config::{FaultPolicy, HostConfig, Policy, ReloadMode};
 use wasmloop::grants::{AllowRule, Allowlist, Grants};
 use wasmloop::http_conn::HttpLimits;
+use wasmloop::metrics::Metrics;
 use wasmloop::runtime::{GuestLimits, Runtime};
 use wasmloop::server::{GuestSpec, ServerConfig, adopt_listener, bind_group};
 use wasmloop::workers::{self, LoopBackend, Worker};
+
+mod inspect;
 
 /// Runs sandboxed WebAssembly network handlers on one event loop.
 #[derive(Parser)]
@@ -45,6 +48,9 @@ enum Command {
     /// Check whether a component fits the wasmloop:handler world: list what
     /// it imports and exports and name what is missing. Exit 0 if it fits.
     Check(CheckArgs),
+    /// Show what a running host is doing: reads its admin listener
+    /// (`host run --admin ADDR`) and prints a table per guest and per loop.
+    Inspect(inspect::InspectArgs),
 }
 
 #[derive(clap::Args)]
@@ -191,6 +197,17 @@ struct RunArgs {
     /// Compile every module afresh and keep nothing on disk.
     #[arg(long)]
     no_cache: bool,
+
+    /// Serve metrics (Prometheus, `/metrics`), a live status page (`/`) and
+    /// its JSON (`/status.json`) on ADDR; `host inspect` reads it. Loopback
+    /// addresses only, unless --admin-public. Port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+
+    /// Allow --admin on a non-loopback address (anyone who can reach it
+    /// sees the metrics).
+    #[arg(long, requires = "admin")]
+    admin_public: bool,
 }
 
 fn main() -> ExitCode {
@@ -210,6 +227,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(*args),
         Command::Check(args) => check(args),
+        Command::Inspect(args) => inspect::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -271,10 +289,14 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     // the supervisor passed (see `take_inherited`).
     let inherited = inherit_listeners(&args.listen_fd)?;
     let mut cache_dir = args.cache_dir.clone();
+    let (mut admin, mut admin_public) = (args.admin, args.admin_public);
     let (planned, shutdown_timeout_ms, drain_timeout_ms) = match &args.config {
         Some(file) => {
             let config = HostConfig::load(file)?;
             cache_dir = cache_dir.or(config.cache_dir.clone());
+            if admin.is_none() {
+                (admin, admin_public) = (config.admin, config.admin_public);
+            }
             let guests = config
                 .guests
                 .iter()
@@ -295,6 +317,16 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         None => (vec![planned_from_flags(&args, inherited)], args.shutdown_timeout_ms, args.drain_timeout_ms),
     };
 
+    // Before any guest loads, so a mistake in it is reported at once.
+    let metrics = match admin {
+        Some(addr) => {
+            let metrics = Metrics::new();
+            wasmloop::admin::start(addr, admin_public, metrics.clone())?;
+            Some(metrics)
+        }
+        None => None,
+    };
+
     let mut runtime = Runtime::new().context("cannot start the WebAssembly runtime")?;
     if !args.no_cache {
         use_cache(&mut runtime, cache_dir)?;
@@ -310,7 +342,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut workers: Vec<Worker> = (0..count)
         .map(|_| Worker {
             runtime: runtime.for_another_loop(),
-            config: server_config.clone(),
+            config: ServerConfig { metrics: metrics.as_ref().map(|m| m.add_worker()), ..server_config.clone() },
             guests: Vec::new(),
             watch: args.watch,
             event_loop: args.event_loop,

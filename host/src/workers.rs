@@ -193,6 +193,7 @@ fn start(worker: Worker) -> anyhow::Result<Started> {
             (event_loop, Some((calloop, link)))
         }
     };
+    event_loop.measure(worker.config.metrics.is_some());
     let mut server = Server::new(worker.runtime, worker.config);
     server.set_handle(event_loop.handle());
     server.handle_signals(event_loop.reactor()).context("cannot install signal handlers")?;

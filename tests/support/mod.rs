@@ -446,15 +446,17 @@ impl HostCommand {
     }
 }
 
-/// The `ready` line, and not, say, "address already in use".
+/// The `ready` line, and not, say, "address already in use"; in text or
+/// JSON (`--log-format json`).
 fn is_ready_line(line: &str) -> bool {
-    line.split_whitespace().last() == Some("ready")
+    line.split_whitespace().last() == Some("ready") || line.contains(r#""message":"ready""#)
 }
 
-/// The address in `... listening on 127.0.0.1:41234 guest="echo"`.
+/// The address in `... listening on 127.0.0.1:41234 guest="echo"` (or
+/// `"message":"listening on 127.0.0.1:41234"`).
 fn listening_address(line: &str) -> Option<SocketAddr> {
     let (_, rest) = line.split_once("listening on ")?;
-    rest.split_whitespace().next()?.parse().ok()
+    rest.split([' ', '"']).next()?.parse().ok()
 }
 
 /// A running `host` process. Dropping it kills the process.

@@ -75,6 +75,7 @@ pub fn check(runtime: &Runtime, path: &Path) -> Result<Report, LoadError> {
                     config: String::new(),
                     limits: GuestLimits::default(),
                     grants: Grants::default(),
+                    metrics: None,
                 };
                 if let Err(fault) = Guest::instantiate(runtime, &module, &setup) {
                     problems.push(format!("it does not instantiate under the default limits: {}", fault.detail));

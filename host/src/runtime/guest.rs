@@ -3,12 +3,13 @@
 //! [`Fault`] naming the callback, and the instance must not be entered again.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::{Store, StoreLimitsBuilder, Trap, WasmBacktrace};
 
 use wasmtime::component::{ComponentType, Func, Lower};
 
+use crate::metrics::{Callback, FaultKind};
 use crate::runtime::bindings::{
     Callbacks, CloseReason, ConnectError, DatagramCallbacks, EofAction, HttpCallbacks, ListenerInfo, Message,
     Migration, OutboundCallbacks,
@@ -34,6 +35,8 @@ pub struct Fault {
     pub callback: &'static str,
     pub what: &'static str,
     pub detail: String,
+    /// For the metrics.
+    pub kind: FaultKind,
 }
 
 /// The guest's exported functions, resolved once at instantiation.
@@ -82,8 +85,8 @@ impl Guest {
         let mut guest = Guest::instantiate(runtime, module, setup)?;
         let infos = listener_infos(setup);
         let init = guest.init_deadline;
-        let result = guest.call_with("init", init, |e, s| e.callbacks.call_init(s, &setup.config, &infos))?;
-        result.map_err(|message| guest.refused("init", message))?;
+        let result = guest.call_with(Callback::Init, init, |e, s| e.callbacks.call_init(s, &setup.config, &infos))?;
+        result.map_err(|message| guest.refused(Callback::Init, message))?;
         Ok(guest)
     }
 
@@ -93,16 +96,16 @@ impl Guest {
     pub fn restore(&mut self, setup: &GuestSetup, state: &[u8]) -> Result<(), Fault> {
         let infos = listener_infos(setup);
         let init = self.init_deadline;
-        let result = self.call_with("restore", init, |e, s| match &e.migration {
+        let result = self.call_with(Callback::Restore, init, |e, s| match &e.migration {
             Some(m) => m.call_restore(s, &setup.config, &infos, state),
             None => Ok(Err("the guest does not export wasmloop:handler/migration".into())),
         })?;
-        result.map_err(|message| self.refused("restore", message))
+        result.map_err(|message| self.refused(Callback::Restore, message))
     }
 
     /// The guest's state for its next version, if it can migrate.
     pub fn snapshot(&mut self) -> Result<Option<Vec<u8>>, Fault> {
-        self.call("snapshot", |e, s| match &e.migration {
+        self.call(Callback::Snapshot, |e, s| match &e.migration {
             Some(m) => m.call_snapshot(s),
             None => Ok(None),
         })
@@ -112,8 +115,14 @@ impl Guest {
         self.exports.migration.is_some()
     }
 
-    fn refused(&self, callback: &'static str, message: String) -> Fault {
-        Fault { guest: self.name().clone(), callback, what: "refused to start", detail: message }
+    fn refused(&self, callback: Callback, message: String) -> Fault {
+        Fault {
+            guest: self.name().clone(),
+            callback: callback.name(),
+            what: "refused to start",
+            detail: message,
+            kind: FaultKind::InitRefused,
+        }
     }
 
     /// A fresh instance in its own store; no guest code has run but the
@@ -131,7 +140,7 @@ impl Guest {
             .memories(MAX_MEMORIES)
             .table_elements(MAX_TABLE_ELEMENTS)
             .build();
-        let state = GuestState::new(setup, store_limits, wasi::context(&name));
+        let state = GuestState::new(setup, store_limits, wasi::context(&name, &module.version));
         let mut store = Store::new(&runtime.engine, state);
         store.limiter(|s| &mut s.store_limits);
         store.set_epoch_deadline(runtime.ticks(limits.init_deadline));
@@ -139,6 +148,7 @@ impl Guest {
             guest: name.clone(),
             callback: "instantiate",
             what,
+            kind: kind(&e),
             detail: describe(&e, limits.init_deadline),
         };
         runtime.ticker.enter();
@@ -198,27 +208,27 @@ impl Guest {
     }
 
     pub fn on_accept(&mut self, listener: u64, conn: u64) -> Result<(), Fault> {
-        self.call("on-accept", |e, s| e.callbacks.call_on_accept(s, listener, conn))
+        self.call(Callback::OnAccept, |e, s| e.callbacks.call_on_accept(s, listener, conn))
     }
 
     pub fn on_data(&mut self, conn: u64, data: &[u8]) -> Result<(), Fault> {
-        self.call("on-data", |e, s| e.callbacks.call_on_data(s, conn, data))
+        self.call(Callback::OnData, |e, s| e.callbacks.call_on_data(s, conn, data))
     }
 
     pub fn on_eof(&mut self, conn: u64) -> Result<EofAction, Fault> {
-        self.call("on-eof", |e, s| e.callbacks.call_on_eof(s, conn))
+        self.call(Callback::OnEof, |e, s| e.callbacks.call_on_eof(s, conn))
     }
 
     pub fn on_writable(&mut self, conn: u64) -> Result<(), Fault> {
-        self.call("on-writable", |e, s| e.callbacks.call_on_writable(s, conn))
+        self.call(Callback::OnWritable, |e, s| e.callbacks.call_on_writable(s, conn))
     }
 
     pub fn on_close(&mut self, conn: u64, reason: &CloseReason) -> Result<(), Fault> {
-        self.call("on-close", |e, s| e.callbacks.call_on_close(s, conn, reason))
+        self.call(Callback::OnClose, |e, s| e.callbacks.call_on_close(s, conn, reason))
     }
 
     pub fn on_timer(&mut self, timer: u64) -> Result<(), Fault> {
-        self.call("on-timer", |e, s| e.callbacks.call_on_timer(s, timer))
+        self.call(Callback::OnTimer, |e, s| e.callbacks.call_on_timer(s, timer))
     }
 
     /// Whether the guest exports `outbound-callbacks` (needed to `connect`).
@@ -232,14 +242,14 @@ impl Guest {
     }
 
     pub fn on_connect(&mut self, conn: u64, outcome: Result<(), ConnectError>) -> Result<(), Fault> {
-        self.call("on-connect", |e, s| match &e.outbound {
+        self.call(Callback::OnConnect, |e, s| match &e.outbound {
             Some(o) => o.call_on_connect(s, conn, outcome),
             None => Ok(()),
         })
     }
 
     pub fn on_datagram(&mut self, socket: u64, peer: &str, data: &[u8]) -> Result<(), Fault> {
-        self.call("on-datagram", |e, s| match &e.datagrams {
+        self.call(Callback::OnDatagram, |e, s| match &e.datagrams {
             Some(d) => d.call_on_datagram(s, socket, peer, data),
             None => Ok(()),
         })
@@ -251,7 +261,7 @@ impl Guest {
     }
 
     pub fn on_request(&mut self, req: u64, head: RequestHead<'_>, body: &[u8], end: bool) -> Result<(), Fault> {
-        self.call("on-request", |e, s| match &e.http {
+        self.call(Callback::OnRequest, |e, s| match &e.http {
             // Type-checked per call: the head borrows, so it cannot be the
             // type of a `TypedFunc` kept from instantiation.
             Some((_, f)) => f.typed::<(u64, RequestHead<'_>, &[u8], bool), ()>(&*s)?.call(s, (req, head, body, end)),
@@ -260,54 +270,54 @@ impl Guest {
     }
 
     pub fn on_request_body(&mut self, req: u64, data: &[u8], end: bool) -> Result<(), Fault> {
-        self.call("on-request-body", |e, s| match &e.http {
+        self.call(Callback::OnRequestBody, |e, s| match &e.http {
             Some((h, _)) => h.call_on_request_body(s, req, data, end),
             None => Ok(()),
         })
     }
 
     pub fn on_response_writable(&mut self, req: u64) -> Result<(), Fault> {
-        self.call("on-response-writable", |e, s| match &e.http {
+        self.call(Callback::OnResponseWritable, |e, s| match &e.http {
             Some((h, _)) => h.call_on_response_writable(s, req),
             None => Ok(()),
         })
     }
 
     pub fn on_request_closed(&mut self, req: u64) -> Result<(), Fault> {
-        self.call("on-request-closed", |e, s| match &e.http {
+        self.call(Callback::OnRequestClosed, |e, s| match &e.http {
             Some((h, _)) => h.call_on_request_closed(s, req),
             None => Ok(()),
         })
     }
 
     pub fn on_websocket_message(&mut self, ws: u64, message: &Message) -> Result<(), Fault> {
-        self.call("on-websocket-message", |e, s| match &e.http {
+        self.call(Callback::OnWebsocketMessage, |e, s| match &e.http {
             Some((h, _)) => h.call_on_websocket_message(s, ws, message),
             None => Ok(()),
         })
     }
 
     pub fn on_websocket_writable(&mut self, ws: u64) -> Result<(), Fault> {
-        self.call("on-websocket-writable", |e, s| match &e.http {
+        self.call(Callback::OnWebsocketWritable, |e, s| match &e.http {
             Some((h, _)) => h.call_on_websocket_writable(s, ws),
             None => Ok(()),
         })
     }
 
     pub fn on_websocket_close(&mut self, ws: u64, code: u16, reason: &str) -> Result<(), Fault> {
-        self.call("on-websocket-close", |e, s| match &e.http {
+        self.call(Callback::OnWebsocketClose, |e, s| match &e.http {
             Some((h, _)) => h.call_on_websocket_close(s, ws, code, reason),
             None => Ok(()),
         })
     }
 
     pub fn on_shutdown(&mut self) -> Result<(), Fault> {
-        self.call("on-shutdown", |e, s| e.callbacks.call_on_shutdown(s))
+        self.call(Callback::OnShutdown, |e, s| e.callbacks.call_on_shutdown(s))
     }
 
     fn call<R>(
         &mut self,
-        callback: &'static str,
+        callback: Callback,
         f: impl FnOnce(&Exports, &mut Store<GuestState>) -> wasmtime::Result<R>,
     ) -> Result<R, Fault> {
         self.call_with(callback, (self.deadline_ticks, self.deadline), f)
@@ -315,18 +325,23 @@ impl Guest {
 
     fn call_with<R>(
         &mut self,
-        callback: &'static str,
+        callback: Callback,
         (ticks, deadline): (u64, Duration),
         f: impl FnOnce(&Exports, &mut Store<GuestState>) -> wasmtime::Result<R>,
     ) -> Result<R, Fault> {
         self.store.set_epoch_deadline(ticks);
+        let started = self.store.data().metrics.is_some().then(Instant::now);
         self.ticker.enter();
         let result = f(&self.exports, &mut self.store);
         self.ticker.exit();
+        if let (Some(started), Some(metrics)) = (started, &self.store.data().metrics) {
+            metrics.callback(callback, started.elapsed());
+        }
         result.map_err(|e| Fault {
             guest: self.name().clone(),
-            callback,
+            callback: callback.name(),
             what: "trapped",
+            kind: kind(&e),
             detail: describe(&e, deadline),
         })
     }
@@ -340,6 +355,23 @@ pub(crate) fn listener_infos(setup: &GuestSetup) -> Vec<ListenerInfo> {
         .enumerate()
         .map(|(i, l)| ListenerInfo { handle: i as u64 + 1, address: l.address.clone() })
         .collect()
+}
+
+/// The kind of trap (or other error) for the metrics.
+fn kind(e: &wasmtime::Error) -> FaultKind {
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => FaultKind::Deadline,
+        Some(Trap::MemoryOutOfBounds | Trap::TableOutOfBounds | Trap::HeapMisaligned) => FaultKind::OutOfBounds,
+        Some(Trap::UnreachableCodeReached) => FaultKind::Unreachable,
+        Some(Trap::StackOverflow) => FaultKind::StackOverflow,
+        Some(Trap::IntegerOverflow | Trap::IntegerDivisionByZero | Trap::BadConversionToInteger) => {
+            FaultKind::Arithmetic
+        }
+        Some(Trap::IndirectCallToNull | Trap::BadSignature) => FaultKind::IndirectCall,
+        Some(_) => FaultKind::Other,
+        None if e.root_cause().to_string().contains("growing memory") => FaultKind::MemoryLimit,
+        None => FaultKind::Other,
+    }
 }
 
 /// The trap and the wasm backtrace, without the host's Rust backtrace.

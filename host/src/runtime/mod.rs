@@ -8,6 +8,7 @@ mod guest;
 mod http;
 mod imports;
 mod instance;
+mod limiter;
 mod load;
 pub mod native;
 mod sockets;

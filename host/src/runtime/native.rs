@@ -63,11 +63,12 @@ use std::any::Any;
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::StoreLimitsBuilder;
 use wasmtime_wasi::WasiCtx;
 
+use crate::metrics::{Callback, FaultKind};
 pub use crate::runtime::bindings::{CloseReason, EofAction, ErrorCode, ListenerInfo};
 use crate::runtime::guest::{Fault, listener_infos};
 use crate::runtime::state::{GuestSetup, GuestState};
@@ -228,11 +229,12 @@ impl NativeGuest {
         let handler = catch_unwind(AssertUnwindSafe(factory)).map_err(|panic| panicked(&name, "factory", panic))?;
         let mut native = NativeGuest { handler, state };
         let infos = listener_infos(setup);
-        native.call("init", |h, cx| h.init(cx, &infos))?.map_err(|message| Fault {
+        native.call(Callback::Init, |h, cx| h.init(cx, &infos))?.map_err(|message| Fault {
             guest: name,
             callback: "init",
             what: "refused to start",
             detail: message,
+            kind: FaultKind::InitRefused,
         })?;
         Ok(native)
     }
@@ -250,46 +252,46 @@ impl NativeGuest {
     }
 
     pub fn on_accept(&mut self, listener: u64, conn: u64) -> Result<(), Fault> {
-        self.call("on-accept", |h, cx| h.on_accept(cx, listener, conn))
+        self.call(Callback::OnAccept, |h, cx| h.on_accept(cx, listener, conn))
     }
 
     pub fn on_data(&mut self, conn: u64, data: &[u8]) -> Result<(), Fault> {
-        self.call("on-data", |h, cx| h.on_data(cx, conn, data))
+        self.call(Callback::OnData, |h, cx| h.on_data(cx, conn, data))
     }
 
     pub fn on_eof(&mut self, conn: u64) -> Result<EofAction, Fault> {
-        self.call("on-eof", |h, cx| h.on_eof(cx, conn))
+        self.call(Callback::OnEof, |h, cx| h.on_eof(cx, conn))
     }
 
     pub fn on_writable(&mut self, conn: u64) -> Result<(), Fault> {
-        self.call("on-writable", |h, cx| h.on_writable(cx, conn))
+        self.call(Callback::OnWritable, |h, cx| h.on_writable(cx, conn))
     }
 
     pub fn on_close(&mut self, conn: u64, reason: &CloseReason) -> Result<(), Fault> {
-        self.call("on-close", |h, cx| h.on_close(cx, conn, reason))
+        self.call(Callback::OnClose, |h, cx| h.on_close(cx, conn, reason))
     }
 
     pub fn on_timer(&mut self, timer: u64) -> Result<(), Fault> {
-        self.call("on-timer", |h, cx| h.on_timer(cx, timer))
+        self.call(Callback::OnTimer, |h, cx| h.on_timer(cx, timer))
     }
 
     pub fn on_shutdown(&mut self) -> Result<(), Fault> {
-        self.call("on-shutdown", |h, cx| h.on_shutdown(cx))
+        self.call(Callback::OnShutdown, |h, cx| h.on_shutdown(cx))
     }
 
     /// Calls the handler; a panic becomes a [`Fault`]. Unwind safety: a
     /// panic comes from the handler's code between `Cx` calls, never inside
     /// one, so the state is whole; after the fault the server only closes
     /// its sockets and drops it with the handler, never calling it again.
-    fn call<R>(
-        &mut self,
-        callback: &'static str,
-        f: impl FnOnce(&mut dyn Handler, &mut Cx<'_>) -> R,
-    ) -> Result<R, Fault> {
+    fn call<R>(&mut self, callback: Callback, f: impl FnOnce(&mut dyn Handler, &mut Cx<'_>) -> R) -> Result<R, Fault> {
         let NativeGuest { handler, state } = self;
+        let started = state.metrics.is_some().then(Instant::now);
         let mut cx = Cx { state: &mut *state };
-        catch_unwind(AssertUnwindSafe(|| f(&mut **handler, &mut cx)))
-            .map_err(|panic| panicked(&state.name, callback, panic))
+        let result = catch_unwind(AssertUnwindSafe(|| f(&mut **handler, &mut cx)));
+        if let (Some(started), Some(metrics)) = (started, &state.metrics) {
+            metrics.callback(callback, started.elapsed());
+        }
+        result.map_err(|panic| panicked(&state.name, callback.name(), panic))
     }
 }
 
@@ -298,5 +300,5 @@ fn panicked(guest: &Arc<str>, callback: &'static str, panic: Box<dyn Any + Send>
         Ok(message) => *message,
         Err(panic) => panic.downcast_ref::<&str>().map_or("(a panic without a message)", |m| m).to_string(),
     };
-    Fault { guest: guest.clone(), callback, what: "panicked", detail }
+    Fault { guest: guest.clone(), callback, what: "panicked", detail, kind: FaultKind::Panic }
 }

@@ -15,7 +15,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::connection::{Connection, OutputBudget};
 use crate::grants::Grants;
+use crate::metrics::GuestMetrics;
 use crate::runtime::bindings::ErrorCode;
+use crate::runtime::limiter::MeteredLimits;
 
 new_key_type! {
     /// A guest's connection handle. Its integer form (slot + generation) is
@@ -98,6 +100,8 @@ pub struct GuestSetup {
     pub config: String,
     pub limits: GuestLimits,
     pub grants: Grants,
+    /// Where the guest's metrics go (`--admin`); `None` records nothing.
+    pub metrics: Option<Arc<GuestMetrics>>,
 }
 
 /// A listener granted to the guest. Its handle is its index + 1.
@@ -183,7 +187,9 @@ pub struct GuestState {
     denied: HashSet<(&'static str, SocketAddr)>,
     /// `connect` without `outbound-callbacks` was logged.
     pub logged_no_outbound: bool,
-    pub store_limits: StoreLimits,
+    pub store_limits: MeteredLimits,
+    /// Where this guest's metrics go, if anywhere.
+    pub metrics: Option<Arc<GuestMetrics>>,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -198,7 +204,7 @@ impl GuestState {
             dirty: RefCell::new(Vec::new()),
             limits: setup.limits.clone(),
             grants: setup.grants.clone(),
-            output: OutputBudget::new(setup.limits.max_output_total),
+            output: OutputBudget::new(setup.limits.max_output_total, setup.metrics.clone()),
             udp: SlotMap::with_key(),
             requests: RefCell::new(SlotMap::with_key()),
             websockets: RefCell::new(SlotMap::with_key()),
@@ -210,7 +216,8 @@ impl GuestState {
             has_outbound: false,
             denied: HashSet::new(),
             logged_no_outbound: false,
-            store_limits,
+            store_limits: MeteredLimits::new(store_limits, setup.metrics.clone()),
+            metrics: setup.metrics.clone(),
             wasi,
             table: ResourceTable::new(),
         }
@@ -222,7 +229,10 @@ impl GuestState {
         Handover {
             connections: std::mem::take(&mut self.connections),
             timers: std::mem::take(&mut self.timers),
-            output: std::mem::replace(&mut self.output, OutputBudget::new(self.limits.max_output_total)),
+            output: std::mem::replace(
+                &mut self.output,
+                OutputBudget::new(self.limits.max_output_total, self.metrics.clone()),
+            ),
             udp: std::mem::take(&mut self.udp),
             requests: self.requests.take(),
             websockets: self.websockets.take(),

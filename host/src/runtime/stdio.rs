@@ -13,12 +13,13 @@ const MAX_LINE: usize = 16 * 1024;
 #[derive(Clone)]
 pub struct GuestOutput {
     guest: Arc<str>,
+    version: Arc<str>,
     stream: &'static str,
 }
 
 impl GuestOutput {
-    pub fn new(guest: Arc<str>, stream: &'static str) -> GuestOutput {
-        GuestOutput { guest, stream }
+    pub fn new(guest: Arc<str>, version: Arc<str>, stream: &'static str) -> GuestOutput {
+        GuestOutput { guest, version, stream }
     }
 }
 
@@ -48,7 +49,8 @@ impl LineWriter {
     fn emit(&mut self) {
         let text = String::from_utf8_lossy(&self.line);
         let text = text.trim_end_matches(['\n', '\r']);
-        tracing::info!(target: "guest", guest = &*self.out.guest, stream = self.out.stream, "{text}");
+        let out = &self.out;
+        tracing::info!(target: "guest", guest = &*out.guest, version = &*out.version, stream = out.stream, "{text}");
         self.line.clear();
     }
 }

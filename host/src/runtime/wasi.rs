@@ -54,10 +54,13 @@ pub fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
 
 /// A WASI context with no preopened directories, no environment, no
 /// arguments, no stdin, and stdout/stderr into the host log.
-pub fn context(guest: &Arc<str>) -> WasiCtx {
+/// The WASI context of guest `guest`, running module version `version`
+/// (both tag each line it prints).
+pub fn context(guest: &Arc<str>, version: &str) -> WasiCtx {
+    let version: Arc<str> = version.into();
     WasiCtxBuilder::new()
-        .stdout(GuestOutput::new(guest.clone(), "stdout"))
-        .stderr(GuestOutput::new(guest.clone(), "stderr"))
+        .stdout(GuestOutput::new(guest.clone(), version.clone(), "stdout"))
+        .stderr(GuestOutput::new(guest.clone(), version, "stderr"))
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)

@@ -229,7 +229,7 @@ impl Server {
             }
             *http.body.borrow_mut() = Some(decoder);
             if expect {
-                conn.write_all(&[h1::CONTINUE], &crate::connection::OutputBudget::new(usize::MAX));
+                conn.write_all(&[h1::CONTINUE], &crate::connection::OutputBudget::new(usize::MAX, None));
             }
         }
         *http.exchange.borrow_mut() = Some(Exchange {
@@ -443,7 +443,7 @@ impl Server {
                     out.splice(end + 2..end + 2, b"Sec-WebSocket-Version: 13\r\n".iter().copied());
                 }
             }
-            conn.write_all(&[&out], &crate::connection::OutputBudget::new(usize::MAX));
+            conn.write_all(&[&out], &crate::connection::OutputBudget::new(usize::MAX, None));
             if let Some(ex) = http.exchange.borrow_mut().as_mut() {
                 ex.response = Response::Done;
             }

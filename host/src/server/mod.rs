@@ -17,15 +17,17 @@ mod watch;
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use slotmap::{Key, KeyData, SlotMap, new_key_type};
 use tracing::{debug, error, info, warn};
-use wasmloop_reactor::{Event, Expired, Handler, Interest, LoopHandle, Reactor, TimerId, Token};
+use wasmloop_reactor::{Event, Expired, Handler, Interest, LoopHandle, Reactor, TimerId, Token, Turn};
 
 use crate::config::{FaultPolicy, Policy};
 use crate::connection::{Connection, Settled, UNREGISTERED, close_reason};
 use crate::grants::Grants;
+use crate::metrics::{GuestMetrics, WorkerMetrics};
 use crate::runtime::Handle;
 use crate::runtime::bindings::{CloseReason, ConnectError, EofAction};
 use crate::runtime::native::{HandlerFactory, NativeGuest};
@@ -55,6 +57,9 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// After a reload, how long the old version keeps its connections.
     pub drain_timeout: Duration,
+    /// Where this loop's and its guests' metrics go (`--admin`); `None`
+    /// records nothing.
+    pub metrics: Option<Arc<WorkerMetrics>>,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +68,7 @@ impl Default for ServerConfig {
             linger: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(30),
+            metrics: None,
         }
     }
 }
@@ -291,6 +297,7 @@ impl Server {
             .map(|l| Ok(ListenerGrant { address: l.local_addr()?.to_string() }))
             .collect::<io::Result<Vec<_>>>()?;
         let setup = GuestSetup {
+            metrics: self.guest_metrics(&spec.name, Some(&spec.module.version), spec.limits.max_memory),
             name: spec.name.into(),
             listeners,
             config: spec.config,
@@ -336,6 +343,7 @@ impl Server {
             .map(|l| Ok(ListenerGrant { address: l.local_addr()?.to_string() }))
             .collect::<io::Result<Vec<_>>>()?;
         let setup = GuestSetup {
+            metrics: self.guest_metrics(&spec.name, None, 0),
             name: spec.name.into(),
             listeners,
             config: String::new(),
@@ -351,6 +359,15 @@ impl Server {
         self.listen(reactor, g, &name, spec.listeners.into_iter().map(|l| (l, Protocol::Tcp)))?;
         self.settle(reactor, g);
         Ok(())
+    }
+
+    /// The metrics of guest `name` on this loop (if recording), marked up
+    /// with `version` (`None`: a native handler).
+    fn guest_metrics(&self, name: &str, version: Option<&str>, memory_limit: usize) -> Option<Arc<GuestMetrics>> {
+        let metrics = self.config.metrics.as_ref()?.guest(name);
+        metrics.set_running(Some(version.unwrap_or("native")));
+        metrics.set_memory_limit(memory_limit);
+        Some(metrics)
     }
 
     /// Watches a guest's listeners; their handles are 1, 2, ... in order.
@@ -497,6 +514,10 @@ impl Server {
         }
     }
 
+    fn metrics_of(&self, g: GuestKey) -> Option<&GuestMetrics> {
+        self.guests.get(g)?.setup.metrics.as_deref()
+    }
+
     fn connection(&self, g: GuestKey, c: ConnKey) -> Option<&Connection> {
         self.guests.get(g)?.guest.as_ref()?.state().connections.get(c)
     }
@@ -536,7 +557,20 @@ impl Server {
             reactor.cancel_timer(id);
         }
         let connections = guest.state().connections.len();
-        error!(guest = &*slot.setup.name, callback = fault.callback, connections, "{fault}");
+        error!(
+            guest = &*slot.setup.name,
+            version = slot.program.version(),
+            callback = fault.callback,
+            kind = fault.kind.name(),
+            connections,
+            "{fault}"
+        );
+        if let Some(metrics) = &slot.setup.metrics {
+            metrics.fault(fault.kind);
+            if slot.draining.is_none() {
+                metrics.set_running(None);
+            }
+        }
         outbound::cancel_connect_timers(reactor, guest.state());
         for (_, conn) in guest.state_mut().connections.drain() {
             unwatch(reactor, &mut self.routes, &conn);
@@ -589,12 +623,19 @@ impl Server {
         }
         match slot.program.start(&self.runtime, &slot.setup) {
             Ok(guest) => {
-                info!(guest = &*slot.setup.name, "restarted");
+                info!(guest = &*slot.setup.name, version = slot.program.version(), "restarted");
+                if let Some(metrics) = &slot.setup.metrics {
+                    metrics.restarts.inc();
+                    metrics.set_running(Some(slot.program.version()));
+                }
                 slot.guest = Some(guest);
                 self.settle(reactor, g);
             }
             Err(fault) => {
                 error!(guest = &*slot.setup.name, callback = fault.callback, "{fault}");
+                if let Some(metrics) = &slot.setup.metrics {
+                    metrics.fault(fault.kind);
+                }
                 self.apply_fault_policy(reactor, g);
             }
         }
@@ -632,10 +673,16 @@ impl Server {
         let Some(slot) = self.guests.get_mut(g) else { return };
         let Some(guest) = slot.guest.as_mut() else {
             debug!(guest = &*slot.setup.name, "refusing a connection: the guest is down");
+            if let Some(metrics) = &slot.setup.metrics {
+                metrics.refused.inc();
+            }
             return;
         };
         let limit = guest.state().limits.max_connections;
         if guest.state().connections.len() >= limit {
+            if let Some(metrics) = &slot.setup.metrics {
+                metrics.refused.inc();
+            }
             // Accepted and closed at once: the peer learns now, instead of
             // waiting in the backlog for a slot.
             let now = Instant::now();
@@ -644,6 +691,9 @@ impl Server {
                 warn!(guest = &*slot.setup.name, "at its connection limit ({limit}): refusing connections");
             }
             return;
+        }
+        if let Some(metrics) = &slot.setup.metrics {
+            metrics.accepted.inc();
         }
         // Small messages go out at once (no Nagle delay).
         let _ = stream.set_nodelay(true);
@@ -696,7 +746,11 @@ impl Server {
             if conn.paused.get() || conn.eof.get() || conn.closing.borrow().is_some() {
                 break;
             }
-            match conn.read(&mut buf) {
+            let read = conn.read(&mut buf);
+            if let (Ok(n), Some(metrics)) = (&read, self.metrics_of(g)) {
+                metrics.bytes_in.add(*n as u64);
+            }
+            match read {
                 Ok(0) if http => {
                     self.http_eof(reactor, g, c);
                     break;
@@ -905,6 +959,26 @@ impl Handler for Server {
     /// The loop may block: the epoch ticker need not run while it does.
     fn prepare(&mut self, _reactor: &mut Reactor) {
         self.runtime.idle();
+    }
+
+    /// With `--admin` only: the turn, and what is cheaper to count once
+    /// per turn than to track at every change (open connections, timers).
+    fn turned(&mut self, reactor: &mut Reactor, turn: Turn) {
+        let Some(metrics) = &self.config.metrics else { return };
+        let mut timers = reactor.timer_count();
+        for slot in self.guests.values().filter(|s| s.draining.is_none()) {
+            let Some(guest_metrics) = &slot.setup.metrics else { continue };
+            // Every version of a guest (old ones drain after a reload)
+            // shares its metrics.
+            let mut open = 0;
+            let versions = self.guests.values().filter(|s| s.setup.name == slot.setup.name);
+            for instance in versions.filter_map(|s| s.guest.as_ref()) {
+                open += instance.state().connections.len();
+                timers += instance.state().timers.len();
+            }
+            guest_metrics.connections_open.set(open as u64);
+        }
+        metrics.turns.turn(turn.events, turn.waited, turn.busy, timers);
     }
 
     fn deferred(&mut self, reactor: &mut Reactor) {

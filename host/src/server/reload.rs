@@ -146,6 +146,10 @@ impl Server {
         setup: GuestSetup,
         policy: Policy,
     ) -> GuestKey {
+        if let Some(metrics) = &setup.metrics {
+            metrics.reloads.inc();
+            metrics.set_running(Some(program.version()));
+        }
         let new = self.insert_slot(guest, program, setup, policy);
         for listener in self.listeners.iter_mut().filter(|l| l.guest == old) {
             listener.guest = new;

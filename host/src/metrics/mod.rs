@@ -1,0 +1,348 @@
+//! What the host counts, per guest and per loop, for the admin listener
+//! (`crate::admin`): `/metrics`, `/status.json` and the status page.
+//!
+//! A loop thread is the only writer of its counters, so an update is a
+//! relaxed load and a relaxed store (no locked instruction, no fence); the
+//! admin thread reads them while the loops run. Each worker has its own
+//! [`WorkerMetrics`], and a guest its own [`GuestMetrics`] in each worker,
+//! summed when read. With no `--admin` nothing is recorded at all: every
+//! hook is behind an `Option`.
+//!
+//! Not guaranteed: a reading is not one atomic snapshot (a count and its sum
+//! may be an event apart), and counters are not persisted across processes.
+
+mod export;
+pub mod histogram;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+pub use export::{encode_prometheus, status};
+use histogram::Histogram;
+
+/// A counter with one writer thread.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline]
+    pub fn add(&self, n: u64) {
+        // One writer: no read-modify-write instruction needed.
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    #[inline]
+    pub fn sub(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).saturating_sub(n), Relaxed);
+    }
+
+    pub fn set(&self, n: u64) {
+        self.0.store(n, Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// The guest callbacks, by their WIT names: the `event` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Callback {
+    Init,
+    Restore,
+    Snapshot,
+    OnAccept,
+    OnData,
+    OnEof,
+    OnWritable,
+    OnClose,
+    OnTimer,
+    OnShutdown,
+    OnConnect,
+    OnDatagram,
+    OnRequest,
+    OnRequestBody,
+    OnResponseWritable,
+    OnRequestClosed,
+    OnWebsocketMessage,
+    OnWebsocketWritable,
+    OnWebsocketClose,
+}
+
+impl Callback {
+    pub const ALL: [Callback; 19] = [
+        Callback::Init,
+        Callback::Restore,
+        Callback::Snapshot,
+        Callback::OnAccept,
+        Callback::OnData,
+        Callback::OnEof,
+        Callback::OnWritable,
+        Callback::OnClose,
+        Callback::OnTimer,
+        Callback::OnShutdown,
+        Callback::OnConnect,
+        Callback::OnDatagram,
+        Callback::OnRequest,
+        Callback::OnRequestBody,
+        Callback::OnResponseWritable,
+        Callback::OnRequestClosed,
+        Callback::OnWebsocketMessage,
+        Callback::OnWebsocketWritable,
+        Callback::OnWebsocketClose,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Callback::Init => "init",
+            Callback::Restore => "restore",
+            Callback::Snapshot => "snapshot",
+            Callback::OnAccept => "on-accept",
+            Callback::OnData => "on-data",
+            Callback::OnEof => "on-eof",
+            Callback::OnWritable => "on-writable",
+            Callback::OnClose => "on-close",
+            Callback::OnTimer => "on-timer",
+            Callback::OnShutdown => "on-shutdown",
+            Callback::OnConnect => "on-connect",
+            Callback::OnDatagram => "on-datagram",
+            Callback::OnRequest => "on-request",
+            Callback::OnRequestBody => "on-request-body",
+            Callback::OnResponseWritable => "on-response-writable",
+            Callback::OnRequestClosed => "on-request-closed",
+            Callback::OnWebsocketMessage => "on-websocket-message",
+            Callback::OnWebsocketWritable => "on-websocket-writable",
+            Callback::OnWebsocketClose => "on-websocket-close",
+        }
+    }
+}
+
+/// Why a guest faulted: the `kind` label of the trap counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    /// Still running at the callback deadline (epoch interruption).
+    Deadline,
+    /// A `memory.grow` over the guest's memory limit.
+    MemoryLimit,
+    /// A memory or table access out of bounds.
+    OutOfBounds,
+    Unreachable,
+    StackOverflow,
+    /// Integer overflow, division by zero, a bad float-to-int conversion.
+    Arithmetic,
+    /// A null or mistyped indirect call.
+    IndirectCall,
+    /// Any other trap or error out of the guest.
+    Other,
+    /// A native handler panicked.
+    Panic,
+    /// `init` or `restore` returned an error.
+    InitRefused,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 10] = [
+        FaultKind::Deadline,
+        FaultKind::MemoryLimit,
+        FaultKind::OutOfBounds,
+        FaultKind::Unreachable,
+        FaultKind::StackOverflow,
+        FaultKind::Arithmetic,
+        FaultKind::IndirectCall,
+        FaultKind::Other,
+        FaultKind::Panic,
+        FaultKind::InitRefused,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Deadline => "deadline",
+            FaultKind::MemoryLimit => "memory_limit",
+            FaultKind::OutOfBounds => "out_of_bounds",
+            FaultKind::Unreachable => "unreachable",
+            FaultKind::StackOverflow => "stack_overflow",
+            FaultKind::Arithmetic => "arithmetic",
+            FaultKind::IndirectCall => "indirect_call",
+            FaultKind::Other => "other",
+            FaultKind::Panic => "panic",
+            FaultKind::InitRefused => "init_refused",
+        }
+    }
+}
+
+/// Every worker's metrics: what the admin listener reads.
+#[derive(Debug)]
+pub struct Metrics {
+    started: Instant,
+    workers: Mutex<Vec<Arc<WorkerMetrics>>>,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        Arc::new(Metrics { started: Instant::now(), workers: Mutex::new(Vec::new()) })
+    }
+
+    /// Metrics for one more worker (loop); its index is its position.
+    pub fn add_worker(&self) -> Arc<WorkerMetrics> {
+        let mut workers = self.workers.lock().unwrap_or_else(PoisonError::into_inner);
+        let worker = Arc::new(WorkerMetrics {
+            index: workers.len(),
+            turns: LoopMetrics::default(),
+            guests: Mutex::new(Vec::new()),
+        });
+        workers.push(worker.clone());
+        worker
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn workers(&self) -> Vec<Arc<WorkerMetrics>> {
+        self.workers.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+/// One loop and the guests on it.
+#[derive(Debug)]
+pub struct WorkerMetrics {
+    pub index: usize,
+    pub turns: LoopMetrics,
+    guests: Mutex<Vec<Arc<GuestMetrics>>>,
+}
+
+impl WorkerMetrics {
+    /// The metrics of guest `name` on this loop, made on first use; every
+    /// version and restart of the guest shares them.
+    pub fn guest(&self, name: &str) -> Arc<GuestMetrics> {
+        let mut guests = self.guests.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(g) = guests.iter().find(|g| &*g.name == name) {
+            return g.clone();
+        }
+        let g = Arc::new(GuestMetrics::new(name));
+        guests.push(g.clone());
+        g
+    }
+
+    fn guests(&self) -> Vec<Arc<GuestMetrics>> {
+        self.guests.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+/// Turns of one loop (recorded by `Server::turned`).
+#[derive(Debug, Default)]
+pub struct LoopMetrics {
+    wakeups: Counter,
+    events: Counter,
+    busy_ns: Counter,
+    waiting_ns: Counter,
+    timers_armed: Counter,
+    iteration: Histogram,
+    events_per_wakeup: Histogram,
+}
+
+impl LoopMetrics {
+    pub fn turn(&self, events: usize, waited: Duration, busy: Duration, timers_armed: usize) {
+        let busy = nanos(busy);
+        self.wakeups.inc();
+        self.events.add(events as u64);
+        self.busy_ns.add(busy);
+        self.waiting_ns.add(nanos(waited));
+        self.timers_armed.set(timers_armed as u64);
+        self.iteration.record(busy);
+        self.events_per_wakeup.record(events as u64);
+    }
+}
+
+/// One guest on one loop, across its versions and restarts.
+#[derive(Debug)]
+pub struct GuestMetrics {
+    pub name: Arc<str>,
+    version: Mutex<Arc<str>>,
+    up: AtomicBool,
+    pub connections_open: Counter,
+    pub accepted: Counter,
+    pub refused: Counter,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    events: [Counter; Callback::ALL.len()],
+    latency: Histogram,
+    traps: [Counter; FaultKind::ALL.len()],
+    pub restarts: Counter,
+    pub reloads: Counter,
+    memory: Counter,
+    memory_high_water: Counter,
+    memory_limit: Counter,
+}
+
+impl GuestMetrics {
+    fn new(name: &str) -> GuestMetrics {
+        GuestMetrics {
+            name: name.into(),
+            version: Mutex::new("".into()),
+            up: AtomicBool::new(false),
+            connections_open: Counter::default(),
+            accepted: Counter::default(),
+            refused: Counter::default(),
+            bytes_in: Counter::default(),
+            bytes_out: Counter::default(),
+            events: Default::default(),
+            latency: Histogram::default(),
+            traps: Default::default(),
+            restarts: Counter::default(),
+            reloads: Counter::default(),
+            memory: Counter::default(),
+            memory_high_water: Counter::default(),
+            memory_limit: Counter::default(),
+        }
+    }
+
+    /// One callback ran for `took`.
+    #[inline]
+    pub fn callback(&self, callback: Callback, took: Duration) {
+        self.events[callback as usize].inc();
+        self.latency.record(nanos(took));
+    }
+
+    pub fn fault(&self, kind: FaultKind) {
+        self.traps[kind as usize].inc();
+    }
+
+    /// The version now serving new connections, and whether it is up.
+    pub fn set_running(&self, version: Option<&str>) {
+        if let Some(version) = version {
+            let mut current = self.version.lock().unwrap_or_else(PoisonError::into_inner);
+            if &**current != version {
+                *current = version.into();
+            }
+        }
+        self.up.store(version.is_some(), Relaxed);
+    }
+
+    pub fn set_memory_limit(&self, bytes: usize) {
+        self.memory_limit.set(bytes as u64);
+    }
+
+    /// Linear memory grew (or appeared) by `bytes`.
+    pub fn memory_grew(&self, bytes: usize) {
+        self.memory.add(bytes as u64);
+        if self.memory.get() > self.memory_high_water.get() {
+            self.memory_high_water.set(self.memory.get());
+        }
+    }
+
+    /// An instance with `bytes` of linear memory went away.
+    pub fn memory_freed(&self, bytes: usize) {
+        self.memory.sub(bytes as u64);
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    d.as_nanos().min(u64::MAX as u128) as u64
+}
