@@ -13,6 +13,7 @@ mod echo;
 mod echo_client;
 mod http;
 mod idle;
+mod metrics;
 mod procs;
 mod report;
 mod startup;
@@ -34,7 +35,7 @@ struct Args {
     #[arg(long)]
     smoke: bool,
     /// Run only these benchmarks (comma-separated): echo, http, conns, idle,
-    /// timers, startup, workers.
+    /// timers, startup, workers, metrics.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where to write the report [default: bench/RESULTS.md; with --smoke,
@@ -77,12 +78,13 @@ const BENCHMARKS: &[(&str, Benchmark)] = &[
     ("timers", timers::run),
     ("startup", startup::run),
     ("workers", workers::run),
+    ("metrics", metrics::run),
 ];
 
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(unknown) = args.only.iter().find(|n| !BENCHMARKS.iter().any(|(name, _)| name == n)) {
-        eprintln!("unknown benchmark `{unknown}`; known: echo, http, conns, idle, timers, startup, workers");
+        eprintln!("unknown benchmark `{unknown}`; known: echo, http, conns, idle, timers, startup, workers, metrics");
         return ExitCode::from(2);
     }
     if let Some(addr) = args.echo_load {
