@@ -95,7 +95,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Section>> {
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pin = cores >= 2 && procs::have("taskset");
-    let rounds = ctx.pick(5, 1);
+    let rounds = ctx.pick(11, 1);
     let warmup = ctx.pick(Duration::from_secs(1), Duration::from_millis(100));
     let window = ctx.pick(Duration::from_secs(3), Duration::from_millis(200));
     let cache = paths.scratch("metrics-cache");
@@ -158,10 +158,21 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Section>> {
     }
     section.tables.push(table);
     let [off, on] = &runs;
+    // Each round runs both settings back to back, so a round's ratio sees
+    // one state of the machine; the median of those is the figure judged.
+    // (The ratio of the two median rounds mixes rounds the machine's load
+    // treated differently; it is shown beside it.)
+    let mut paired: Vec<f64> = off.iter().zip(on).map(|(f, n)| n.per_second() / f.per_second()).collect();
+    paired.sort_by(f64::total_cmp);
     section.ratios.push(Ratio::new(
-        &format!("messages/s, metrics on / off ({CONNECTIONS} conns)"),
-        median(on).per_second() / median(off).per_second(),
+        &format!("messages/s, metrics on / off ({CONNECTIONS} conns), median of the rounds' ratios"),
+        paired[(paired.len() - 1) / 2],
         Target::AtLeast(TARGET),
+    ));
+    section.ratios.push(Ratio::new(
+        &format!("messages/s, metrics on / off ({CONNECTIONS} conns), median round of each"),
+        median(on).per_second() / median(off).per_second(),
+        Target::None,
     ));
     section.ratios.push(Ratio::new(
         &format!("server CPU per message, metrics on / off ({CONNECTIONS} conns)"),

@@ -21,6 +21,13 @@ use std::time::{Duration, Instant};
 pub use export::{encode_prometheus, status};
 use histogram::Histogram;
 
+/// When a callback starts, for [`GuestMetrics::callback`]: the CPU's
+/// time-stamp counter where it is steady (quanta calibrates it against the
+/// OS clock), else the OS clock.
+pub fn stamp() -> quanta::Instant {
+    quanta::Instant::now()
+}
+
 /// A counter with one writer thread.
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
@@ -303,11 +310,11 @@ impl GuestMetrics {
         }
     }
 
-    /// One callback ran for `took`.
+    /// One callback ran, from `started` ([`stamp`]) until now.
     #[inline]
-    pub fn callback(&self, callback: Callback, took: Duration) {
+    pub fn callback(&self, callback: Callback, started: quanta::Instant) {
         self.events[callback as usize].inc();
-        self.latency.record(nanos(took));
+        self.latency.record(nanos(stamp().duration_since(started)));
     }
 
     pub fn fault(&self, kind: FaultKind) {

@@ -3,7 +3,7 @@
 //! [`Fault`] naming the callback, and the instance must not be entered again.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wasmtime::{Store, StoreLimitsBuilder, Trap, WasmBacktrace};
 
@@ -330,12 +330,12 @@ impl Guest {
         f: impl FnOnce(&Exports, &mut Store<GuestState>) -> wasmtime::Result<R>,
     ) -> Result<R, Fault> {
         self.store.set_epoch_deadline(ticks);
-        let started = self.store.data().metrics.is_some().then(Instant::now);
+        let started = self.store.data().metrics.is_some().then(crate::metrics::stamp);
         self.ticker.enter();
         let result = f(&self.exports, &mut self.store);
         self.ticker.exit();
         if let (Some(started), Some(metrics)) = (started, &self.store.data().metrics) {
-            metrics.callback(callback, started.elapsed());
+            metrics.callback(callback, started);
         }
         result.map_err(|e| Fault {
             guest: self.name().clone(),

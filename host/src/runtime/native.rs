@@ -63,7 +63,7 @@ use std::any::Any;
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wasmtime::StoreLimitsBuilder;
 use wasmtime_wasi::WasiCtx;
@@ -285,11 +285,11 @@ impl NativeGuest {
     /// its sockets and drops it with the handler, never calling it again.
     fn call<R>(&mut self, callback: Callback, f: impl FnOnce(&mut dyn Handler, &mut Cx<'_>) -> R) -> Result<R, Fault> {
         let NativeGuest { handler, state } = self;
-        let started = state.metrics.is_some().then(Instant::now);
+        let started = state.metrics.is_some().then(crate::metrics::stamp);
         let mut cx = Cx { state: &mut *state };
         let result = catch_unwind(AssertUnwindSafe(|| f(&mut **handler, &mut cx)));
         if let (Some(started), Some(metrics)) = (started, &state.metrics) {
-            metrics.callback(callback, started.elapsed());
+            metrics.callback(callback, started);
         }
         result.map_err(|panic| panicked(&state.name, callback.name(), panic))
     }
