@@ -79,8 +79,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Section>> {
     let pings_before = shared.pings.load(Relaxed);
 
     // The active client.
-    let load =
-        std::fs::read_to_string("/proc/loadavg").ok().and_then(|l| l.split_whitespace().next().map(String::from));
+    let load = crate::report::load_average();
     let usage_before = server.usage();
     let active = active_client(server.addr, window)?;
     let usage = server.usage().since(&usage_before);

@@ -19,7 +19,7 @@ use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 use crate::Ctx;
 use crate::echo_client::{self, Load, Outcome};
 use crate::procs::{self, Server};
-use crate::report::{Ratio, Section, Table, Target};
+use crate::report::{Ratio, Section, Table, Target, load_average, load_note, secs};
 
 const SMALL: usize = 64;
 const BULK: usize = 64 * 1024;
@@ -194,7 +194,7 @@ impl Bench<'_> {
             }
         }
         section.tables.push(table);
-        section.notes.push(load_note(&load_before));
+        section.notes.push(load_note(load_before));
         section.notes.push(
             "Where the server is not busy close to 100% (always with 1 connection: a ping-pong waits on the client \
              and the kernel half the time), the client or the machine limits the rate and the rate ratios come \
@@ -248,7 +248,7 @@ impl Bench<'_> {
         if self.rounds > 1 {
             section.notes.push(per_round_note(n, "conns", wasm, native, tokio, mb_per_s));
         }
-        section.notes.push(load_note(&load_before));
+        section.notes.push(load_note(load_before));
         Ok(section)
     }
 
@@ -300,11 +300,8 @@ impl Bench<'_> {
         let outcome = echo_client::run(server.addr, load)?;
         let elapsed = started.elapsed();
         let server_cpu = server.usage().since(&before).cpu;
-        for line in server.new_lines() {
-            let lower = line.to_ascii_lowercase();
-            if lower.contains("warn") || lower.contains("error") {
-                eprintln!("  {}: {line}", contender.short());
-            }
+        for line in server.problems() {
+            eprintln!("  {}: {line}", contender.short());
         }
         Ok(Measured { outcome, server_cpu, elapsed })
     }
@@ -374,25 +371,4 @@ fn per_round_note(
         wasm.iter().zip(other).map(|(w, o)| format!("{:.2}", value(w) / value(o))).collect::<Vec<_>>().join(", ")
     };
     format!("{n} {plural}, ratio per round: wasm/native {}; wasm/tokio {}.", list(native), list(tokio))
-}
-
-/// The 1-minute load average, as `/proc/loadavg` gives it.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|t| t.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| "?".into())
-}
-
-fn load_note(before: &str) -> String {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    format!(
-        "Load average (1 min) {before} before and {} after, on {cores} cores; our server and client account for up \
-         to 2, anything above that competed with them for the CPUs.",
-        load_average()
-    )
-}
-
-fn secs(d: Duration) -> String {
-    format!("{} s", d.as_secs_f64())
 }

@@ -8,12 +8,12 @@
 //! The two settings alternate within each round, with a fresh host each
 //! time, pinned as in `echo.rs`; the median round is reported.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -21,8 +21,8 @@ use anyhow::{Context, bail, ensure};
 
 use crate::Ctx;
 use crate::echo_client::{self, Load, Outcome};
-use crate::procs::{self, Usage};
-use crate::report::{Ratio, Section, Table, Target};
+use crate::procs::{self, Server};
+use crate::report::{Ratio, Section, Table, Target, load_average, load_note, secs};
 
 const CONNECTIONS: usize = 100;
 const SIZE: usize = 64;
@@ -31,8 +31,6 @@ const SIZE: usize = 64;
 const TARGET: f64 = 0.97;
 /// Time between two scrapes of `/metrics` during the load.
 const SCRAPE_EVERY: Duration = Duration::from_secs(1);
-/// How long a host may take to start (compiling the guest the first time).
-const READY: Duration = Duration::from_secs(120);
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -184,7 +182,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Section>> {
             off.iter().zip(on).map(|(f, n)| format!("{:.3}", n.per_second() / f.per_second())).collect::<Vec<_>>();
         section.notes.push(format!("messages/s on / off per round: {}.", per_round.join(", ")));
     }
-    section.notes.push(load_note(&load_before));
+    section.notes.push(load_note(load_before));
     Ok(vec![section])
 }
 
@@ -196,10 +194,10 @@ fn measure(
     pin: bool,
     load: &Load,
 ) -> anyhow::Result<Measured> {
-    let server = Host::start(host, guest, cache, setting, pin)?;
-    let before = Usage::of(server.pid());
+    let (server, admin) = start(host, guest, cache, setting, pin)?;
+    let before = server.usage();
     let started = Instant::now();
-    let (outcome, scrapes) = match server.admin {
+    let (outcome, scrapes) = match admin {
         Some(admin) => {
             // The client runs here; the scraper beside it until it is done.
             let done = Arc::new(AtomicBool::new(false));
@@ -215,8 +213,8 @@ fn measure(
         None => (echo_client::run(server.addr, load)?, 0),
     };
     let elapsed = started.elapsed();
-    let server_cpu = Usage::of(server.pid()).since(&before).cpu;
-    if let Some(admin) = server.admin {
+    let server_cpu = server.usage().since(&before).cpu;
+    if let Some(admin) = admin {
         // Metrics really were on: the document counts the client's
         // connections.
         let status = get(admin, "/status.json")?;
@@ -275,107 +273,39 @@ fn accepted(status: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// A `host run` process, killed on drop: its echo listener and, with
-/// metrics on, its admin listener, both from its log.
-struct Host {
-    child: Child,
-    addr: SocketAddr,
-    admin: Option<SocketAddr>,
-    /// Warnings and errors logged after `ready`.
-    problems: Arc<Mutex<Vec<String>>>,
-}
-
-impl Host {
-    fn start(host: &Path, guest: &Path, cache: &Path, setting: Setting, pin: bool) -> anyhow::Result<Host> {
-        let mut cmd = if pin {
-            let mut cmd = Command::new("taskset");
-            cmd.args(["-c", "1"]).arg(host);
-            cmd
-        } else {
-            Command::new(host)
-        };
-        cmd.arg("run")
-            .arg(guest)
-            .args(["--listen", "127.0.0.1:0", "--max-connections", "20000", "--cache-dir"])
-            .arg(cache);
-        if setting == Setting::On {
-            cmd.args(["--admin", "127.0.0.1:0"]);
-        }
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG")
-            .spawn()
-            .with_context(|| format!("cannot start {}", host.display()))?;
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, rx) = mpsc::channel();
-        let problems = Arc::new(Mutex::new(Vec::new()));
-        {
-            let problems = problems.clone();
-            thread::spawn(move || {
-                let mut ready = false;
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if ready {
-                        let lower = line.to_ascii_lowercase();
-                        if lower.contains("warn") || lower.contains("error") {
-                            problems.lock().unwrap_or_else(|e| e.into_inner()).push(line);
-                        }
-                    } else {
-                        ready = line.split_whitespace().last() == Some("ready");
-                        // The receiver stops listening once ready; keep
-                        // draining the pipe anyway.
-                        let _ = tx.send(line);
-                    }
-                }
-            });
-        }
-        let mut host = Host { child, addr: SocketAddr::from(([0, 0, 0, 0], 0)), admin: None, problems };
-        let mut addr = None;
-        let mut seen = Vec::new();
-        let deadline = Instant::now() + READY;
-        loop {
-            let line = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) => line,
-                Err(_) => bail!("host did not become ready; it said:\n{}", seen.join("\n")),
-            };
-            if let Some(rest) = line.split("admin listening on http://").nth(1) {
-                host.admin = rest.split('/').next().and_then(|a| a.parse().ok());
-            } else if addr.is_none() {
-                addr = line
-                    .split("listening on ")
-                    .nth(1)
-                    .and_then(|rest| rest.split_whitespace().next())
-                    .and_then(|a| a.parse::<SocketAddr>().ok());
-            }
-            let ready = line.split_whitespace().last() == Some("ready");
-            seen.push(line);
-            if ready {
-                break;
-            }
-        }
-        host.addr = addr.with_context(|| format!("host is ready but named no listener:\n{}", seen.join("\n")))?;
-        if setting == Setting::On && host.admin.is_none() {
-            bail!("host with --admin is ready but logged no `admin listening on http://ADDR/`:\n{}", seen.join("\n"));
-        }
-        Ok(host)
+/// Starts `host run` with the echo guest (with `--admin` if metrics are
+/// on): the host and its admin address, from its log.
+fn start(
+    host: &Path,
+    guest: &Path,
+    cache: &Path,
+    setting: Setting,
+    pin: bool,
+) -> anyhow::Result<(Server, Option<SocketAddr>)> {
+    let mut cmd = if pin {
+        let mut cmd = Command::new("taskset");
+        cmd.args(["-c", "1"]).arg(host);
+        cmd
+    } else {
+        Command::new(host)
+    };
+    cmd.arg("run").arg(guest).args(["--listen", "127.0.0.1:0", "--max-connections", "20000", "--cache-dir"]).arg(cache);
+    if setting == Setting::On {
+        cmd.args(["--admin", "127.0.0.1:0"]);
     }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
+    cmd.env_remove("RUST_LOG");
+    let server = Server::spawn_logged(cmd, Some("ready"))?;
+    let admin = server.startup.iter().find_map(|line| {
+        let rest = line.split("admin listening on http://").nth(1)?;
+        rest.split('/').next()?.parse().ok()
+    });
+    if setting == Setting::On && admin.is_none() {
+        bail!(
+            "host with --admin is ready but logged no `admin listening on http://ADDR/`:\n{}",
+            server.startup.join("\n")
+        );
     }
-
-    fn problems(&self) -> Vec<String> {
-        std::mem::take(&mut *self.problems.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    Ok((server, admin))
 }
 
 /// The median run by messages/s (the lower middle one for an even count).
@@ -390,24 +320,4 @@ fn median_cpu(runs: &[Measured]) -> f64 {
     let mut cpu: Vec<f64> = runs.iter().map(Measured::cpu_per_message_micros).collect();
     cpu.sort_by(f64::total_cmp);
     cpu[(cpu.len() - 1) / 2]
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|t| t.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| "?".into())
-}
-
-fn load_note(before: &str) -> String {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    format!(
-        "Load average (1 min) {before} before and {} after, on {cores} cores; our host and client account for up \
-         to 2, anything above that competed with them for the CPUs.",
-        load_average()
-    )
-}
-
-fn secs(d: Duration) -> String {
-    format!("{} s", d.as_secs_f64())
 }

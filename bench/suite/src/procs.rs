@@ -47,6 +47,9 @@ impl Paths {
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
+    /// stderr lines up to and including the readiness line (where `host`
+    /// names its listeners, the admin one too).
+    pub startup: Vec<String>,
     /// stderr lines after the readiness line (for diagnostics).
     lines: mpsc::Receiver<String>,
 }
@@ -101,7 +104,7 @@ impl Server {
                 break;
             }
         }
-        Ok(Server { child, addr: addr.expect("set above"), lines: rx })
+        Ok(Server { child, addr: addr.expect("set above"), startup: seen, lines: rx })
     }
 
     /// Starts `cmd` (which logs nothing we can read) and waits until `addr`
@@ -115,7 +118,7 @@ impl Server {
             .spawn()
             .with_context(|| format!("cannot start {program}"))?;
         let (_tx, rx) = mpsc::channel();
-        let mut server = Server { child, addr, lines: rx };
+        let mut server = Server { child, addr, startup: Vec::new(), lines: rx };
         let deadline = Instant::now() + READY;
         while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
             if let Ok(Some(status)) = server.child.try_wait() {
@@ -136,6 +139,16 @@ impl Server {
     /// stderr lines printed since readiness (or since the last call).
     pub fn new_lines(&self) -> Vec<String> {
         self.lines.try_iter().collect()
+    }
+
+    /// The warnings and errors among [`Server::new_lines`].
+    pub fn problems(&self) -> Vec<String> {
+        let mut lines = self.new_lines();
+        lines.retain(|line| {
+            let lower = line.to_ascii_lowercase();
+            lower.contains("warn") || lower.contains("error")
+        });
+        lines
     }
 
     /// Resident set size, KiB.

@@ -2,6 +2,7 @@
 //! ratios that hold on a noisy machine, each against its target.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 /// One benchmark's results.
 pub struct Section {
@@ -157,4 +158,26 @@ pub fn render(machine: &Machine, sections: &[Section], smoke: bool) -> String {
         }
     }
     out
+}
+
+/// The 1-minute load average, as `/proc/loadavg` gives it.
+pub fn load_average() -> Option<String> {
+    std::fs::read_to_string("/proc/loadavg").ok().and_then(|t| t.split_whitespace().next().map(str::to_string))
+}
+
+/// The note that puts a run's figures against the machine's load.
+pub fn load_note(before: Option<String>) -> String {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let unknown = || "?".to_string();
+    format!(
+        "Load average (1 min) {} before and {} after, on {cores} cores; our server and client account for up \
+         to 2, anything above that competed with them for the CPUs.",
+        before.unwrap_or_else(unknown),
+        load_average().unwrap_or_else(unknown),
+    )
+}
+
+/// A duration as the intros write it: `1 s`, `0.2 s`.
+pub fn secs(d: Duration) -> String {
+    format!("{} s", d.as_secs_f64())
 }

@@ -14,7 +14,7 @@ use crate::Ctx;
 use crate::echo_client::{self, Load};
 use crate::http::{latency, verify, wrk};
 use crate::procs::{Server, Usage, have};
-use crate::report::{Ratio, Section, Table, Target};
+use crate::report::{Ratio, Section, Table, Target, secs};
 
 const WORKERS: [usize; 2] = [1, 2];
 const ECHO_CONNECTIONS: usize = 100;
@@ -205,8 +205,4 @@ fn median(runs: &[Measured]) -> &Measured {
     let mut sorted: Vec<&Measured> = runs.iter().collect();
     sorted.sort_by(|a, b| a.per_second.total_cmp(&b.per_second));
     sorted[(sorted.len() - 1) / 2]
-}
-
-fn secs(d: Duration) -> String {
-    format!("{} s", d.as_secs_f64())
 }
