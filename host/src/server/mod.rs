@@ -966,17 +966,19 @@ impl Handler for Server {
     fn turned(&mut self, reactor: &mut Reactor, turn: Turn) {
         let Some(metrics) = &self.config.metrics else { return };
         let mut timers = reactor.timer_count();
-        for slot in self.guests.values().filter(|s| s.draining.is_none()) {
-            let Some(guest_metrics) = &slot.setup.metrics else { continue };
-            // Every version of a guest (old ones drain after a reload)
-            // shares its metrics.
-            let mut open = 0;
-            let versions = self.guests.values().filter(|s| s.setup.name == slot.setup.name);
-            for instance in versions.filter_map(|s| s.guest.as_ref()) {
-                open += instance.state().connections.len();
-                timers += instance.state().timers.len();
+        let open = |slot: &GuestSlot| slot.guest.as_ref().map_or(0, |g| g.state().connections.len()) as u64;
+        // Every version of a guest shares its metrics: the current one
+        // sets the count, old ones draining after a reload add theirs.
+        for slot in self.guests.values() {
+            timers += slot.guest.as_ref().map_or(0, |g| g.state().timers.len());
+            if let (Some(m), None) = (&slot.setup.metrics, slot.draining) {
+                m.connections_open.set(open(slot));
             }
-            guest_metrics.connections_open.set(open as u64);
+        }
+        for slot in self.guests.values().filter(|s| s.draining.is_some()) {
+            if let Some(m) = &slot.setup.metrics {
+                m.connections_open.add(open(slot));
+            }
         }
         metrics.turns.turn(turn.events, turn.waited, turn.busy, timers);
     }
