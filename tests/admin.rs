@@ -13,13 +13,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::{Host, bounded, run_bounded, workspace_root};
 
-/// The admin address from the `admin listening on http://ADDR/` line.
-fn admin_addr(host: &Host) -> SocketAddr {
-    let line = host.wait_for_log("admin listening on http://", Duration::from_secs(10));
-    let (_, rest) = line.split_once("http://").unwrap();
-    rest.split('/').next().unwrap().parse().unwrap_or_else(|e| panic!("bad admin address in {line:?}: {e}"))
-}
-
 /// GET `path`: (status, content type, body).
 fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
     request(addr, "GET", path)
@@ -71,7 +64,7 @@ fn sample(text: &str, series: &str) -> f64 {
 fn metrics_count_exactly_what_a_scripted_workload_did() {
     bounded(Duration::from_secs(120), || {
         let host = Host::command("echo").args(["--admin", "127.0.0.1:0"]).spawn();
-        let admin = admin_addr(&host);
+        let admin = host.admin_addr();
         const CONNECTIONS: u64 = 7;
         const MESSAGES: u64 = 5;
         const SIZE: usize = 100;
@@ -159,7 +152,7 @@ fn metrics_count_exactly_what_a_scripted_workload_did() {
 fn a_trap_is_counted_by_kind_and_the_restart_after_it() {
     bounded(Duration::from_secs(120), || {
         let host = Host::command("faulty").args(["--admin", "127.0.0.1:0"]).spawn();
-        let admin = admin_addr(&host);
+        let admin = host.admin_addr();
         let mut conn = host.connect();
         conn.write_all(b"panic\n").unwrap();
         let mut rest = Vec::new();
@@ -191,7 +184,7 @@ fn a_trap_is_counted_by_kind_and_the_restart_after_it() {
 fn status_json_fits_its_published_schema() {
     bounded(Duration::from_secs(120), || {
         let host = Host::command("echo").args(["--admin", "127.0.0.1:0", "--workers", "2"]).spawn();
-        let admin = admin_addr(&host);
+        let admin = host.admin_addr();
         let mut conn = host.connect();
         conn.write_all(b"x").unwrap();
         conn.read_exact(&mut [0]).unwrap();
@@ -218,7 +211,7 @@ fn status_json_fits_its_published_schema() {
 fn the_admin_listener_serves_get_only_and_is_loopback_only_unless_public() {
     bounded(Duration::from_secs(60), || {
         let host = Host::command("echo").args(["--admin", "127.0.0.1:0"]).spawn();
-        let admin = admin_addr(&host);
+        let admin = host.admin_addr();
         let (code, content_type, page) = get(admin, "/");
         assert_eq!(code, 200);
         assert_eq!(content_type, "text/html; charset=utf-8");
@@ -238,7 +231,7 @@ fn the_admin_listener_serves_get_only_and_is_loopback_only_unless_public() {
         assert!(lines[0].contains("--admin 0.0.0.0:0: not a loopback address"), "{lines:?}");
         // --admin-public allows it.
         let host = Host::command("echo").args(["--admin", "0.0.0.0:0", "--admin-public"]).spawn();
-        let port = admin_addr(&host).port();
+        let port = host.admin_addr().port();
         assert_eq!(get(SocketAddr::from(([127, 0, 0, 1], port)), "/status.json").0, 200);
     });
 }
@@ -247,7 +240,7 @@ fn the_admin_listener_serves_get_only_and_is_loopback_only_unless_public() {
 fn guest_log_lines_carry_the_guest_name_and_version_and_traps_their_backtrace() {
     bounded(Duration::from_secs(60), || {
         let host = Host::command("faulty").args(["--admin", "127.0.0.1:0", "--log-format", "json"]).spawn();
-        let admin = admin_addr(&host);
+        let admin = host.admin_addr();
         let version = status(admin)["guests"][0]["version"].as_str().unwrap().to_string();
         assert_eq!(version.len(), 12, "a SHA-256 prefix: {version}");
         let mut conn = host.connect();

@@ -35,13 +35,7 @@ fn inspect_ok(args: &[&str]) -> String {
 /// address from its `admin listening on http://ADDR/` line.
 fn host_with_admin() -> (Host, SocketAddr) {
     let host = Host::command("echo").args(["--admin", "127.0.0.1:0"]).spawn();
-    let line = host.wait_for_log("admin listening on http://", Duration::from_secs(30));
-    let addr = line
-        .split("admin listening on http://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|a| a.parse::<SocketAddr>().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let addr = host.admin_addr();
     (host, addr)
 }
 

@@ -154,14 +154,9 @@ fn install_browser() -> PathBuf {
 
 /// The URL in the host's `admin listening on http://127.0.0.1:PORT/` line.
 fn admin_url(host: &Host) -> String {
-    let line = host.wait_for_log("admin listening on", Duration::from_secs(30));
-    let url = line
-        .split_once("admin listening on ")
-        .and_then(|(_, rest)| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no URL in the admin line {line:?}"))
-        .to_string();
-    assert!(url.starts_with("http://127.0.0.1:"), "the admin URL {url:?} (from {line:?}) is not on loopback");
-    url
+    let addr = host.admin_addr();
+    assert_eq!(addr.ip(), std::net::Ipv4Addr::LOCALHOST, "the admin address {addr} is not 127.0.0.1");
+    format!("http://{addr}/")
 }
 
 /// A thread that echoes small messages over a few connections, round and

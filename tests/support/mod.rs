@@ -512,6 +512,17 @@ impl Host {
         &self.addrs
     }
 
+    /// The admin listener's address (`--admin`), from the host's
+    /// `admin listening on http://ADDR/` line.
+    pub fn admin_addr(&self) -> SocketAddr {
+        let line = self.wait_for_log("admin listening on http://", Duration::from_secs(30));
+        line.split("admin listening on http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no admin address in {line:?}"))
+    }
+
     /// The (first) address the named guest listens on, from its
     /// `listening on ADDR guest="NAME"` log line.
     pub fn addr_of(&self, guest: &str) -> SocketAddr {
