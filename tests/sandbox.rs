@@ -49,16 +49,44 @@ struct Spec {
     config: String,
     on_fault: &'static str,
     limits: Vec<(&'static str, u64)>,
+    /// The config key of its one listener: `listen`, or `listen_ws`.
+    listen: &'static str,
 }
 
 impl Spec {
     /// `guests/hostile` in `mode`, named `hostile`, restarted on faults.
     fn hostile(mode: &str) -> Spec {
-        Spec { name: "hostile".into(), module: "hostile", config: mode.into(), on_fault: "restart", limits: vec![] }
+        Spec {
+            name: "hostile".into(),
+            module: "hostile",
+            config: mode.into(),
+            on_fault: "restart",
+            limits: vec![],
+            listen: "listen",
+        }
     }
 
     fn echo(name: &str) -> Spec {
-        Spec { name: name.into(), module: "echo", config: String::new(), on_fault: "restart", limits: vec![] }
+        Spec {
+            name: name.into(),
+            module: "echo",
+            config: String::new(),
+            on_fault: "restart",
+            limits: vec![],
+            listen: "listen",
+        }
+    }
+
+    /// The `ws-chat` guest on a WebSocket listener.
+    fn ws_chat(name: &str) -> Spec {
+        Spec {
+            name: name.into(),
+            module: "ws_chat",
+            config: String::new(),
+            on_fault: "restart",
+            limits: vec![],
+            listen: "listen_ws",
+        }
     }
 
     fn named(mut self, name: &str) -> Spec {
@@ -90,7 +118,7 @@ impl ConfigFile {
             let _ = writeln!(toml, "[[guest]]");
             let _ = writeln!(toml, "name = {:?}", g.name);
             let _ = writeln!(toml, "module = {module:?}");
-            let _ = writeln!(toml, "listen = [\"127.0.0.1:0\"]");
+            let _ = writeln!(toml, "{} = [\"127.0.0.1:0\"]", g.listen);
             let _ = writeln!(toml, "config = {:?}", g.config);
             let _ = writeln!(toml, "on_fault = {:?}", g.on_fault);
             if !g.limits.is_empty() {
@@ -211,10 +239,15 @@ struct Sandbox {
 
 impl Sandbox {
     fn start(guests: Vec<Spec>) -> Sandbox {
+        Sandbox::start_with(guests, &[])
+    }
+
+    /// [`Sandbox::start`], with more host flags.
+    fn start_with(guests: Vec<Spec>, args: &[&str]) -> Sandbox {
         let mut all = vec![Spec::echo("echo")];
         all.extend(guests);
         let config = ConfigFile::write(&all);
-        let host = Host::with_config(&config.0).spawn();
+        let host = Host::with_config(&config.0).args(args.iter().copied()).spawn();
         let echo = EchoClient::start(host.addr_of("echo"));
         let (fds, rss) = (host.fd_count(), host.rss_bytes());
         Sandbox { host, _config: config, echo: Some(echo), echo_stream: None, fds, rss }
@@ -776,5 +809,340 @@ fn connections_beyond_max_connections_are_closed_at_once_and_logged_once() {
         drop(conn);
         sandbox.assert_echo_unharmed("connection-flood");
         sandbox.assert_fds_back();
+    });
+}
+
+// ---- Blocking, CPU fairness, logs, host memory (issue 15) ---------------------
+
+impl Sandbox {
+    /// The attack report every test below prints: the echo neighbour's
+    /// worst stall (asserted within [`STALL_LIMIT`]), the host's peak RSS,
+    /// and that the host is still up.
+    fn report(&mut self, attack: &str) -> (Duration, u64) {
+        self.host.assert_running();
+        let worst = self.assert_echo_unharmed(attack);
+        let peak = self.host.peak_rss_bytes();
+        eprintln!("[{attack}] REPORT: echo worst stall {worst:?}, host peak RSS {} MiB, host up", peak >> 20);
+        (worst, peak)
+    }
+
+    /// `GET path` on the admin listener: the body of a 200.
+    fn admin_get(&self, path: &str) -> String {
+        let addr = self.host.admin_addr();
+        let mut conn = TcpStream::connect_timeout(&addr, WAIT).expect("cannot connect to the admin listener");
+        conn.set_read_timeout(Some(WAIT)).unwrap();
+        write!(conn, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+        let mut text = String::new();
+        conn.read_to_string(&mut text).expect("the admin listener's answer");
+        let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+        assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
+        body.to_string()
+    }
+
+    /// The guest's entry in `/status.json`.
+    fn guest_status(&self, guest: &str) -> serde_json::Value {
+        let status: serde_json::Value = serde_json::from_str(&self.admin_get("/status.json")).expect("JSON");
+        status["guests"]
+            .as_array()
+            .and_then(|g| g.iter().find(|g| g["name"] == guest).cloned())
+            .unwrap_or_else(|| panic!("no guest {guest} in {status}"))
+    }
+}
+
+#[test]
+fn a_guest_that_sleeps_in_a_callback_faults_at_once_as_blocked_and_the_host_serves_on() {
+    let _serial = serial();
+    bounded(TEST_LIMIT, || {
+        let mut sandbox = Sandbox::start(vec![Spec::hostile("sleep")]);
+        let mut conn = sandbox.greeted("hostile");
+        let start = Instant::now();
+        conn.write_all(b"sleep for ten seconds\n").unwrap();
+        // The guest's `std::thread::sleep` waits in `wasi:io/poll`: a fault
+        // of that guest, now, not a host panic and not a frozen loop.
+        let (took, _) = until_closed(&mut conn);
+        eprintln!("[sleep] the sleeping guest's connection ended after {took:?}");
+        assert!(took < DEADLINE + STALL_LIMIT, "the sleep held the connection for {took:?}");
+        let line = sandbox.wait_for("hostile", "trapped in on-data", 1);
+        assert!(line.contains("blocked") && line.contains("wasi:io/poll"), "the fault says why: {line}");
+        // The fields end the fault's last line, after the wasm backtrace.
+        sandbox.wait_for("hostile", "kind=\"blocked\"", 1);
+        assert!(start.elapsed() < Duration::from_secs(10), "no sleep ran to its end");
+        sandbox.wait_for("hostile", "restarted", 1);
+        sandbox.greeted("hostile");
+        assert_eq!(sandbox.count("hostile", "woke up"), 0, "the sleep never returned into the guest");
+        sandbox.report("sleep");
+        sandbox.assert_fds_back();
+    });
+}
+
+#[test]
+fn a_timer_storm_under_the_deadline_cannot_stall_a_neighbour_and_ends_as_a_cpu_budget_fault() {
+    let _serial = serial();
+    bounded(TEST_LIMIT, || {
+        // 2,000 timers due at once, each callback spinning 40 ms: no single
+        // callback passes the 50 ms deadline, but together they would hold
+        // the loop for 80 s.
+        let overrun = Duration::from_secs(3);
+        let mut sandbox = Sandbox::start_with(
+            vec![Spec::hostile("timer-storm").on_fault("stop").limit("cpu_overrun_ms", overrun.as_millis() as u64)],
+            &["--admin", "127.0.0.1:0"],
+        );
+        let started = Instant::now();
+        // While it storms: a new connection to echo is served promptly.
+        sandbox.wait_for("hostile", "storm 10", 1);
+        let mut fresh = sandbox.connect("echo");
+        let took = round_trip(&mut fresh, 1).expect("a new echo connection during the storm");
+        eprintln!("[timer-storm] a new echo connection's first round trip: {took:?}");
+        assert!(took <= STALL_LIMIT, "a new connection waited {took:?}");
+        // Throttled while it lasts, then faulted: the policy (stop) applies.
+        let fault = sandbox.wait_for("hostile", "exceeded its CPU budget", 1);
+        let faulted_after = started.elapsed();
+        eprintln!("[timer-storm] faulted after {faulted_after:?}: {fault}");
+        assert!(fault.contains("kind=\"cpu_budget\""), "{fault}");
+        assert!(faulted_after >= overrun, "faulted after {faulted_after:?}, before the overrun allowance");
+        sandbox.wait_for("hostile", "stays stopped", 1);
+        let status = sandbox.guest_status("hostile");
+        eprintln!("[timer-storm] fairness {} traps {}", status["fairness"], status["traps"]);
+        assert!(status["fairness"]["throttled"].as_u64() > Some(0), "throttling is counted: {status}");
+        assert!(status["fairness"]["deferred"].as_u64() > Some(0), "deferral is counted: {status}");
+        assert_eq!(status["traps"]["cpu_budget"], 1, "{status}");
+        let metrics = sandbox.admin_get("/metrics");
+        assert!(metrics.contains("wasmloop_guest_throttled_total{guest=\"hostile\"}"), "{metrics}");
+        sandbox.report("timer-storm");
+        // The loop acts on SIGTERM at once.
+        sandbox.host.signal(Signal::TERM);
+        let exit = sandbox.host.wait_exit(Duration::from_secs(5));
+        assert!(exit.success(), "{}", describe(exit));
+    });
+}
+
+#[test]
+fn a_burst_of_connections_to_a_guest_busy_in_every_callback_cannot_stall_a_neighbour() {
+    let _serial = serial();
+    bounded(TEST_LIMIT, || {
+        let mut sandbox = Sandbox::start(vec![Spec::hostile("busy-echo")]);
+        // 32 connections at once: on-accept and on-data spin 40 ms each.
+        let mut conns: Vec<TcpStream> = (0..32).map(|_| sandbox.connect("hostile")).collect();
+        for conn in &mut conns {
+            conn.write_all(b"ping\n").unwrap();
+        }
+        // Every one is served, in time: the busy guest waits its turns.
+        for (i, conn) in conns.iter_mut().enumerate() {
+            let mut back = [0u8; 5];
+            conn.read_exact(&mut back).unwrap_or_else(|e| panic!("connection {i}: {e}"));
+            assert_eq!(&back, b"ping\n");
+        }
+        sandbox.report("busy-burst");
+        assert_eq!(sandbox.count("hostile", "trapped"), 0, "no callback passed its deadline");
+    });
+}
+
+#[test]
+fn a_log_flood_is_rate_limited_counted_and_escaped_so_no_host_line_can_be_forged() {
+    let _serial = serial();
+    bounded(TEST_LIMIT, || {
+        let per_sec = 50;
+        let mut sandbox = Sandbox::start_with(
+            vec![Spec::hostile("log-flood").limit("max_log_lines_per_sec", per_sec)],
+            &["--admin", "127.0.0.1:0"],
+        );
+        let started = Instant::now();
+        let mut conn = sandbox.connect("hostile");
+        let mut reply = [0u8; 7];
+        conn.read_exact(&mut reply).expect("the flood finishes");
+        assert_eq!(&reply, b"logged\n");
+        let status = sandbox.guest_status("hostile");
+        let elapsed = started.elapsed().as_secs_f64();
+        let lines = sandbox.host.log_lines();
+        let guest_lines = lines.iter().filter(|l| l.contains(" guest: ") && about(l, "hostile")).count() as u64;
+        // 5,000 lines to `log` and 5,000 to stdout, plus the forged ones (the
+        // stdout one is two lines: stdout is a stream of lines).
+        let written = 10_003;
+        eprintln!("[log-flood] {guest_lines} of {written} lines logged; dropped: {}", status["log_dropped"]);
+        // One second's worth at start, then the rate.
+        let allowed = per_sec + (per_sec as f64 * elapsed).ceil() as u64;
+        assert!(guest_lines <= allowed, "{guest_lines} lines logged, {allowed} allowed");
+        assert_eq!(status["log_dropped"].as_u64(), Some(written - guest_lines), "{status}");
+        assert_eq!(sandbox.count("hostile", "dropping its lines"), 1, "the drop is reported, once");
+        // The forged line stays inside the guest's line, escaped.
+        let forged: Vec<&String> = lines.iter().filter(|l| l.contains("forged by a guest")).collect();
+        assert!(!forged.is_empty(), "the forged lines are logged");
+        for line in forged {
+            assert!(about(line, "hostile") && line.contains(" guest: "), "a forged line stands alone: {line:?}");
+            assert!(!line.contains('\x1b') && line.contains("\\u{1b}"), "escape sequence not escaped: {line:?}");
+        }
+        let log_line = lines.iter().find(|l| l.contains("host line forged")).expect("the log import's line");
+        assert!(log_line.contains("forged\\nINFO"), "the newline is escaped: {log_line}");
+        assert!(log_line.contains("version=\""), "`log` lines carry the guest's version: {log_line}");
+        sandbox.report("log-flood");
+    });
+}
+
+/// Starts the host on `echo` and `hostile log-flood` with its stderr
+/// piped, reads it until `ready`, and returns the child, the pipe and the
+/// two guests' addresses.
+fn host_with_stderr(
+    config: &ConfigFile,
+) -> (std::process::Child, std::process::ChildStderr, Vec<(String, SocketAddr)>) {
+    let mut child = Command::new(HOST)
+        .arg("run")
+        .arg("--config")
+        .arg(&config.0)
+        .env("XDG_CACHE_HOME", support::shared_cache_home())
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start the host");
+    let mut stderr = child.stderr.take().expect("piped");
+    let mut text = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Byte by byte, so nothing past `ready` is read: the pipe is then the
+    // test's to stall or close.
+    let mut byte = [0u8; 1];
+    while !String::from_utf8_lossy(&text).lines().any(|l| l.ends_with(" ready")) {
+        assert!(Instant::now() < deadline, "no ready line: {}", String::from_utf8_lossy(&text));
+        match stderr.read(&mut byte) {
+            Ok(1) => text.push(byte[0]),
+            other => panic!("the host's stderr ended: {other:?}: {}", String::from_utf8_lossy(&text)),
+        }
+    }
+    let text = String::from_utf8_lossy(&text).into_owned();
+    let addrs = text
+        .lines()
+        .filter_map(|l| {
+            let (_, rest) = l.split_once("listening on ")?;
+            let mut words = rest.split_whitespace();
+            let addr = words.next()?.parse().ok()?;
+            let guest = words.find_map(|w| w.strip_prefix("guest=\""))?.trim_end_matches('"').to_string();
+            Some((guest, addr))
+        })
+        .collect();
+    (child, stderr, addrs)
+}
+
+#[test]
+fn the_host_serves_on_when_its_log_reader_stalls_or_goes_away() {
+    let _serial = serial();
+    bounded(TEST_LIMIT, || {
+        let config = ConfigFile::write(&[
+            Spec::echo("echo"),
+            // 2,000 lines a flood get through: ~300 KB, more than a pipe holds.
+            Spec::hostile("log-flood").limit("max_log_lines_per_sec", 2_000),
+        ]);
+        let (mut child, stderr, addrs) = host_with_stderr(&config);
+        let addr = |name: &str| addrs.iter().find(|(g, _)| g == name).map(|(_, a)| *a).expect("listening");
+        let flood_and_echo = |what: &str| {
+            // Each flood logs ~10,000 lines: far more than a pipe holds.
+            for _ in 0..3 {
+                let mut conn = TcpStream::connect_timeout(&addr("hostile"), WAIT).unwrap();
+                conn.set_read_timeout(Some(WAIT)).unwrap();
+                let mut reply = [0u8; 7];
+                conn.read_exact(&mut reply).unwrap_or_else(|e| panic!("{what}: the flood did not finish: {e}"));
+            }
+            let mut echo = TcpStream::connect_timeout(&addr("echo"), WAIT).unwrap();
+            echo.set_read_timeout(Some(WAIT)).unwrap();
+            let took = round_trip(&mut echo, 1).unwrap_or_else(|e| panic!("{what}: echo did not answer: {e}"));
+            eprintln!("[log-reader] {what}: echo answered in {took:?}");
+            assert!(took <= STALL_LIMIT, "{what}: echo took {took:?}");
+        };
+        // Nobody reads the pipe: it fills, and the host goes on.
+        flood_and_echo("stderr full");
+        // The reader goes away: writes fail with EPIPE, and the host goes on.
+        drop(stderr);
+        flood_and_echo("stderr closed");
+        assert!(child.try_wait().unwrap().is_none(), "the host exited");
+        let _ = child.kill();
+        let _ = child.wait();
+    });
+}
+
+/// Opens a WebSocket to `addr` (the `ws-chat` guest) and sends the first
+/// fragment of a binary message, `len` bytes, never the rest.
+fn websocket_fragment(addr: SocketAddr, len: usize, payload: &[u8]) -> std::io::Result<TcpStream> {
+    let mut conn = TcpStream::connect_timeout(&addr, WAIT)?;
+    conn.set_read_timeout(Some(WAIT))?;
+    conn.set_write_timeout(Some(WAIT))?;
+    write!(
+        conn,
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        conn.read_exact(&mut byte)?;
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    // Binary, not final, masked (the zero mask), 64-bit length.
+    let mut frame = vec![0x02, 0x80 | 127];
+    frame.extend_from_slice(&(len as u64).to_be_bytes());
+    frame.extend_from_slice(&[0; 4]);
+    conn.write_all(&frame)?;
+    conn.write_all(&payload[..len])?;
+    Ok(conn)
+}
+
+#[test]
+fn peers_sending_unfinished_websocket_messages_cannot_grow_the_host_past_its_input_cap() {
+    let _serial = serial();
+    bounded(TEST_LIMIT, || {
+        let cap: u64 = 16 << 20;
+        let mut sandbox =
+            Sandbox::start_with(vec![Spec::ws_chat("ws").limit("max_input_total", cap)], &["--admin", "127.0.0.1:0"]);
+        let addr = sandbox.addr("ws");
+        let rss_before = sandbox.host.rss_bytes();
+        // 200 peers, each the first 1 MiB - 1 fragment of a message it never
+        // finishes: 200 MiB held without a cap.
+        let len = (1 << 20) - 1;
+        let payload = vec![b'x'; len];
+        let peers = 200;
+        let mut held = Vec::new();
+        let mut refused = 0;
+        for _ in 0..peers {
+            match websocket_fragment(addr, len, &payload) {
+                Ok(conn) => held.push(conn),
+                Err(_) => refused += 1,
+            }
+        }
+        let status = sandbox.guest_status("ws");
+        let peak = sandbox.host.peak_rss_bytes();
+        let grew = peak.saturating_sub(rss_before);
+        eprintln!(
+            "[ws-fragments] {peers} peers: input held {} KiB (cap {} KiB), {} refused by the host ({refused} saw it \
+             while sending); host RSS {} MiB before, peak {} MiB",
+            status["input"]["bytes"].as_u64().unwrap_or(0) >> 10,
+            cap >> 10,
+            status["input"]["refused"],
+            rss_before >> 20,
+            peak >> 20
+        );
+        assert!(status["input"]["bytes"].as_u64() <= Some(cap + (2 << 20)), "{status}");
+        assert!(status["input"]["refused"].as_u64() >= Some(peers - (cap >> 20) - 2), "{status}");
+        assert!(grew <= cap + (64 << 20), "host RSS grew by {} MiB; the cap is {} MiB", grew >> 20, cap >> 20);
+        // The refused peers were told why: close code 1013.
+        let mut told = 0;
+        for conn in &mut held {
+            conn.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+            let mut frame = [0u8; 4];
+            if conn.read_exact(&mut frame).is_ok()
+                && frame[0] == 0x88
+                && u16::from_be_bytes([frame[2], frame[3]]) == 1013
+            {
+                told += 1;
+            }
+        }
+        eprintln!("[ws-fragments] {told} peers read close code 1013");
+        assert!(told > 0, "no peer was told 1013");
+        drop(held);
+        sandbox.report("ws-fragments");
+        // Everything held is given back once the peers are gone.
+        let deadline = Instant::now() + WAIT;
+        while sandbox.guest_status("ws")["input"]["bytes"] != 0 {
+            assert!(Instant::now() < deadline, "input still held: {}", sandbox.guest_status("ws"));
+            thread::sleep(Duration::from_millis(50));
+        }
     });
 }

@@ -110,6 +110,11 @@ pub struct LimitsConfig {
     pub max_connections: Option<usize>,
     pub max_pending_connects: Option<usize>,
     pub max_timers: Option<usize>,
+    pub max_input_total: Option<usize>,
+    pub cpu_budget_ms: Option<u64>,
+    pub cpu_overrun_ms: Option<u64>,
+    pub max_callbacks_per_turn: Option<u32>,
+    pub max_log_lines_per_sec: Option<u32>,
     pub http_max_body: Option<u64>,
     pub http_max_head: Option<usize>,
     pub ws_max_message: Option<usize>,
@@ -135,11 +140,24 @@ impl LimitsConfig {
             (self.max_connections, &mut limits.max_connections),
             (self.max_pending_connects, &mut limits.max_pending_connects),
             (self.max_timers, &mut limits.max_timers),
+            (self.max_input_total, &mut limits.max_input_total),
         ];
         for (value, field) in counts {
             if let Some(v) = value {
                 *field = v;
             }
+        }
+        if let Some(v) = self.cpu_budget_ms {
+            limits.cpu_budget = ms(v.clamp(1, 1000));
+        }
+        if let Some(v) = self.cpu_overrun_ms {
+            limits.cpu_overrun = ms(v);
+        }
+        if let Some(v) = self.max_callbacks_per_turn {
+            limits.max_callbacks_per_turn = v.max(1);
+        }
+        if let Some(v) = self.max_log_lines_per_sec {
+            limits.log_lines_per_sec = v;
         }
         let http = &mut limits.http;
         if let Some(v) = self.http_max_body {

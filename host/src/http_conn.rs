@@ -140,6 +140,9 @@ pub struct HttpState {
     /// not extended by further bytes, so a trickle cannot hold the
     /// connection).
     pub head_started: Cell<bool>,
+    /// Bytes of `input` and of the WebSocket reassembly buffer last counted
+    /// against the guest's `max_input_total`.
+    pub counted: Cell<usize>,
 }
 
 impl HttpState {
@@ -157,6 +160,7 @@ impl HttpState {
             frames: RefCell::new(None),
             lingering: Cell::new(false),
             head_started: Cell::new(false),
+            counted: Cell::new(0),
         }
     }
 

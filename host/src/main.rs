@@ -3,7 +3,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -175,6 +175,32 @@ struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     max_timers: usize,
 
+    /// Callback time the guest may use per second; past it, its events
+    /// wait while other guests run (CPU fairness).
+    #[arg(long, value_name = "MS", default_value_t = 800, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    cpu_budget_ms: u64,
+
+    /// How long the guest may keep hitting its CPU budget before that is a
+    /// fault (its --on-fault policy applies).
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    cpu_overrun_ms: u64,
+
+    /// Callbacks the guest gets per loop turn; its other events wait for
+    /// the next turn.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    max_callbacks_per_turn: u32,
+
+    /// Input the host may hold for the guest's HTTP and WebSocket
+    /// connections together (partial requests and frames, messages being
+    /// reassembled); a connection that needs more is refused.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    max_input_total: usize,
+
+    /// Log lines the guest may write per second (`log`, stdout, stderr);
+    /// the rest are dropped and counted.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    max_log_lines_per_sec: u32,
+
     /// On SIGINT/SIGTERM, how long to let output drain before closing.
     #[arg(long, value_name = "MS", default_value_t = 5000)]
     shutdown_timeout_ms: u64,
@@ -223,16 +249,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(cli.verbose, cli.log_format);
+    let logs = init_logging(cli.verbose, cli.log_format);
     let result = match cli.command {
         Command::Run(args) => run(*args),
         Command::Check(args) => check(args),
         Command::Inspect(args) => inspect::run(args),
     };
+    // Queued log lines first, then the error.
+    drop(logs);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Not `eprintln!`: it panics when stderr is a closed pipe.
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -254,7 +283,15 @@ enum LogFormat {
     Json,
 }
 
-fn init_logging(verbose: u8, format: LogFormat) {
+/// Log lines queued for the writer thread before new ones are dropped (and
+/// counted: `wasmloop_log_lines_dropped_total`).
+const LOG_QUEUE_LINES: usize = 16 * 1024;
+
+/// Sets up logging to stderr through a bounded queue and a writer thread:
+/// the loop never waits for the log's reader (a full pipe, a slow
+/// terminal), and a reader that went away costs nothing. The returned guard
+/// flushes what is queued when dropped.
+fn init_logging(verbose: u8, format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let default = match verbose {
         0 => "info",
         1 => "debug",
@@ -262,10 +299,34 @@ fn init_logging(verbose: u8, format: LogFormat) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .thread_name("log-writer")
+        .finish(Stderr);
+    wasmloop::metrics::count_dropped_log_lines(writer.error_counter());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     match format {
         LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => logs.json().init(),
+    }
+    guard
+}
+
+/// Stderr for the log writer thread, which ignores write errors: with the
+/// log's reader gone (`EPIPE`) the host keeps serving; there is nowhere
+/// left to say so.
+struct Stderr;
+
+impl std::io::Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
     }
 }
 
@@ -452,6 +513,11 @@ fn planned_from_flags(args: &RunArgs, inherited: Vec<(TcpListener, Speaks)>) -> 
             max_output: args.max_output,
             max_connections: args.max_connections,
             max_timers: args.max_timers,
+            cpu_budget: Duration::from_millis(args.cpu_budget_ms),
+            cpu_overrun: Duration::from_millis(args.cpu_overrun_ms),
+            max_callbacks_per_turn: args.max_callbacks_per_turn,
+            max_input_total: args.max_input_total,
+            log_lines_per_sec: args.max_log_lines_per_sec,
             http: HttpLimits {
                 max_body: args.http_max_body,
                 max_head: args.http_max_head,

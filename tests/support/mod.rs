@@ -651,6 +651,17 @@ impl Host {
         kib * 1024
     }
 
+    /// The most resident memory the host process had (VmHWM), in bytes.
+    pub fn peak_rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("cannot read status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("status has VmHWM");
+        kib * 1024
+    }
+
     /// Open file descriptors of the host process.
     pub fn fd_count(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid())).expect("cannot list the host's descriptors").count()

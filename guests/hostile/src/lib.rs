@@ -28,6 +28,16 @@
 //!   `k` of the stream is `k % 251`.
 //! - `crash-loop`: a 10 ms timer set in `init` panics in `on_timer`, so every
 //!   restart traps again.
+//! - `sleep`: `on_data` logs `sleeping in on_data` and calls
+//!   `std::thread::sleep` for 10 s (a `wasi:io/poll` wait).
+//! - `timer-storm`: `init` sets 2,000 timers due together 20 ms later; each
+//!   `on_timer` busy-waits 40 ms (under the 50 ms deadline) and logs
+//!   `storm <n>` every 10th.
+//! - `busy-echo`: `on_accept` and `on_data` each busy-wait 40 ms, then
+//!   `on_data` echoes (connections opened in a burst).
+//! - `log-flood`: `on_accept` logs 5,000 lines through `log` and 5,000 to
+//!   stdout, the first of each with a forged host log line after a newline
+//!   and a terminal escape, then replies `logged`.
 //!
 //! Unless the mode says otherwise, a new connection is greeted with `hi`.
 
@@ -53,6 +63,10 @@ enum Mode {
     TimerFlood,
     WriteFlood,
     CrashLoop,
+    Sleep,
+    TimerStorm,
+    BusyEcho,
+    LogFlood,
 }
 
 impl Mode {
@@ -73,6 +87,10 @@ impl Mode {
             "timer-flood" => Mode::TimerFlood,
             "write-flood" => Mode::WriteFlood,
             "crash-loop" => Mode::CrashLoop,
+            "sleep" => Mode::Sleep,
+            "timer-storm" => Mode::TimerStorm,
+            "busy-echo" => Mode::BusyEcho,
+            "log-flood" => Mode::LogFlood,
             _ => return None,
         })
     }
@@ -80,7 +98,15 @@ impl Mode {
     /// Whether a new connection gets `hi\n` (the modes that reply otherwise
     /// do not).
     fn greets(self) -> bool {
-        !matches!(self, Mode::PanicAccept | Mode::ForgeHandles | Mode::TimerFlood | Mode::WriteFlood)
+        !matches!(
+            self,
+            Mode::PanicAccept
+                | Mode::ForgeHandles
+                | Mode::TimerFlood
+                | Mode::WriteFlood
+                | Mode::BusyEcho
+                | Mode::LogFlood
+        )
     }
 }
 
@@ -90,6 +116,13 @@ const CHUNK: usize = 64 * 1024;
 /// never lines up with chunk sizes).
 const PERIOD: usize = 251;
 const HOUR: Duration = Duration::from_secs(3600);
+/// `timer-storm`: how many timers fire together.
+const STORM: usize = 2000;
+/// How long `timer-storm` and `busy-echo` callbacks spin: under the 50 ms
+/// deadline, so no single callback is a fault.
+const BUSY: Duration = Duration::from_millis(40);
+/// `log-flood`: lines per channel.
+const FLOOD_LINES: usize = 5_000;
 
 struct Hostile {
     mode: Mode,
@@ -100,6 +133,8 @@ struct Hostile {
     /// `CHUNK + PERIOD` bytes of the flood pattern: any chunk of the stream
     /// is a slice of it.
     pattern: Vec<u8>,
+    /// `timer-storm`: timers fired so far.
+    storm: u32,
 }
 
 /// What `forge-handles` collects before its checks.
@@ -142,6 +177,11 @@ impl Handler for Hostile {
             Mode::CrashLoop => {
                 timer(Duration::from_millis(10))?;
             }
+            Mode::TimerStorm => {
+                for _ in 0..STORM {
+                    timer(Duration::from_millis(20))?;
+                }
+            }
             Mode::ForgeHandles => {
                 forge.firing = Some(timer(Duration::from_millis(1))?);
                 let cancelled = timer(HOUR)?;
@@ -152,7 +192,7 @@ impl Handler for Hostile {
             _ => {}
         }
         let pattern = (0..CHUNK + PERIOD).map(|k| (k % PERIOD) as u8).collect();
-        Ok(Hostile { mode, hoard: Vec::new(), forge, flood: None, pattern })
+        Ok(Hostile { mode, hoard: Vec::new(), forge, flood: None, pattern, storm: 0 })
     }
 
     fn on_accept(&mut self, listener: Listener, conn: Connection) {
@@ -180,6 +220,16 @@ impl Handler for Hostile {
                     if problems.is_empty() { "ok\n".to_string() } else { format!("bad {}\n", problems.join("; ")) };
                 let _ = conn.write(reply.as_bytes());
                 let _ = conn.close();
+            }
+            Mode::BusyEcho => busy(BUSY),
+            Mode::LogFlood => {
+                info!("forged\nINFO wasmloop::server: host line forged by a guest \x1b[31m");
+                println!("forged\nINFO wasmloop::server: stdout line forged by a guest \x1b[31m");
+                for i in 0..FLOOD_LINES {
+                    info!("flood {i}");
+                    println!("flood {i}");
+                }
+                let _ = conn.write(b"logged\n");
             }
             Mode::TimerFlood => {
                 let reply = timer_flood();
@@ -211,6 +261,15 @@ impl Handler for Hostile {
                 spin()
             }
             Mode::PanicData => panic!("hostile: panic in on_data"),
+            Mode::Sleep => {
+                info!("sleeping in on_data");
+                std::thread::sleep(Duration::from_secs(10));
+                info!("woke up");
+            }
+            Mode::BusyEcho => {
+                busy(BUSY);
+                let _ = conn.write(data);
+            }
             // Reserve without touching: memory grows as fast as the
             // allocator can ask, so the cap is hit before any deadline.
             Mode::MemoryBomb => loop {
@@ -270,6 +329,13 @@ impl Handler for Hostile {
             }
             Mode::PanicTimer => panic!("hostile: panic in on_timer"),
             Mode::CrashLoop => panic!("hostile: panic in on_timer, again after every restart"),
+            Mode::TimerStorm => {
+                busy(BUSY);
+                self.storm += 1;
+                if self.storm % 10 == 0 {
+                    info!("storm {}", self.storm);
+                }
+            }
             Mode::ForgeHandles if self.forge.firing == Some(timer) => {
                 self.forge.fired = self.forge.firing.take();
             }
@@ -490,6 +556,14 @@ fn expect_err<T: Debug>(problems: &mut Vec<String>, what: impl Into<String>, got
     match got {
         Err(e) if e == want => {}
         other => problems.push(format!("{}: {other:?}, want Err({want:?})", what.into())),
+    }
+}
+
+/// Spins for `d` by the host's clock.
+fn busy(d: Duration) {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        std::hint::spin_loop();
     }
 }
 

@@ -313,6 +313,9 @@ struct FrameHeader {
     payload_len: usize,
 }
 
+/// Reassembly buffer capacity a decoder keeps between messages.
+pub const KEEP: usize = 4 * 1024;
+
 /// Decodes client frames, one at a time, from the caller's buffer.
 ///
 /// After an error the connection must be failed (RFC 6455 §7.1.7): the
@@ -323,7 +326,8 @@ pub struct Decoder {
     /// The fragmented message in progress, if any.
     in_progress: Option<MessageKind>,
     /// Its payload so far, or the last reassembled message until the next call.
-    /// Cleared, not freed, between messages.
+    /// Cleared between messages; freed then if it grew past [`KEEP`], so a
+    /// connection does not hold its largest message's worth for good.
     message: Vec<u8>,
     /// For a text message in progress: how much of `message` is known to be
     /// valid UTF-8, so each fragment is checked once, not the whole prefix again.
@@ -350,8 +354,7 @@ impl Decoder {
     ///   cleared (capacity kept) on the next call.
     pub fn decode<'a>(&'a mut self, input: &'a mut [u8]) -> Result<(usize, Option<Event<'a>>), CloseError> {
         if self.in_progress.is_none() {
-            self.message.clear();
-            self.utf8_checked = 0;
+            self.release();
         }
         let Some(header) = self.parse_header(input)? else {
             return Ok((0, None));
@@ -394,6 +397,30 @@ impl Decoder {
             }
         };
         Ok((frame_len, Some(event)))
+    }
+
+    /// Bytes of a fragmented message held for reassembly.
+    pub fn buffered(&self) -> usize {
+        if self.in_progress.is_some() { self.message.len() } else { 0 }
+    }
+
+    /// Forgets the last reassembled message, freeing its buffer if it is
+    /// larger than [`KEEP`]. Harmless while a message is in progress.
+    pub fn release(&mut self) {
+        if self.in_progress.is_some() {
+            return;
+        }
+        self.message.clear();
+        if self.message.capacity() > KEEP {
+            self.message = Vec::new();
+        }
+        self.utf8_checked = 0;
+    }
+
+    /// Drops a message in progress (the connection is being failed).
+    pub fn abandon(&mut self) {
+        self.in_progress = None;
+        self.release();
     }
 
     /// Bytes the caller may have to hold for one frame: the largest payload
@@ -969,6 +996,20 @@ mod tests {
             ])
         );
         assert!(decoder.message.capacity() >= 13);
+    }
+
+    #[test]
+    fn a_large_reassembled_message_is_freed_after_it_is_delivered_and_counted_while_in_progress() {
+        let big = vec![7u8; 100 * 1024];
+        let mut decoder = decoder();
+        let mut first = frame(BINARY, &big);
+        assert!(matches!(decoder.decode(&mut first), Ok((_, None))));
+        assert_eq!(decoder.buffered(), big.len());
+        let mut last = frame(FIN | CONTINUATION, b"end");
+        assert!(matches!(decoder.decode(&mut last), Ok((_, Some(Event::Binary(m)))) if m.len() == big.len() + 3));
+        assert_eq!(decoder.buffered(), 0, "delivered");
+        decoder.release();
+        assert!(decoder.message.capacity() <= KEEP, "{} bytes kept", decoder.message.capacity());
     }
 
     #[test]

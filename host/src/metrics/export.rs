@@ -21,6 +21,8 @@ pub struct Status {
     pid: u32,
     uptime_seconds: f64,
     workers: usize,
+    /// Log lines dropped because the log writer's queue was full.
+    log_lines_dropped: u64,
     loops: Vec<LoopStatus>,
     guests: Vec<GuestStatus>,
 }
@@ -51,6 +53,28 @@ struct GuestStatus {
     restarts: u64,
     reloads: u64,
     memory: Memory,
+    fairness: Fairness,
+    input: Input,
+    /// Log lines dropped by the guest's rate limit.
+    log_dropped: u64,
+}
+
+/// CPU fairness (server/fairness.rs).
+#[derive(Debug, Default, Serialize)]
+struct Fairness {
+    /// Times the guest went over its CPU budget and was held.
+    throttled: u64,
+    throttled_seconds: f64,
+    /// Events that waited for a later turn for the guest's share.
+    deferred: u64,
+}
+
+/// Input the host holds for the guest's HTTP and WebSocket connections.
+#[derive(Debug, Default, Serialize)]
+struct Input {
+    bytes: u64,
+    /// Connections refused because it reached its cap.
+    refused: u64,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -155,6 +179,7 @@ pub fn status(metrics: &Metrics) -> Status {
         pid: std::process::id(),
         uptime_seconds: metrics.uptime().as_secs_f64(),
         workers: workers.len(),
+        log_lines_dropped: super::log_lines_dropped(),
         loops,
         guests,
     }
@@ -173,6 +198,9 @@ fn empty_guest(g: &GuestMetrics) -> GuestStatus {
         restarts: 0,
         reloads: 0,
         memory: Memory::default(),
+        fairness: Fairness::default(),
+        input: Input::default(),
+        log_dropped: 0,
     }
 }
 
@@ -202,6 +230,12 @@ fn add_guest((s, events, traps): &mut (GuestStatus, Vec<u64>, Vec<u64>), g: &Gue
     s.memory.bytes += g.memory.get();
     s.memory.high_water_bytes += g.memory_high_water.get();
     s.memory.limit_bytes += g.memory_limit.get();
+    s.fairness.throttled += g.throttled.get();
+    s.fairness.throttled_seconds += g.throttled_ns.get() as f64 * NANOS;
+    s.fairness.deferred += g.deferred.get();
+    s.input.bytes += g.input_bytes.get();
+    s.input.refused += g.input_refused.get();
+    s.log_dropped += g.log_dropped.get();
 }
 
 /// `/metrics`: the reading in the Prometheus (OpenMetrics) text format.
@@ -337,6 +371,39 @@ impl Collector for Status {
         gauges(&mut e, "wasmloop_guest_memory_limit_bytes", "The guest's linear memory limit", {
             per_guest(&|g| g.memory.limit_bytes)
         })?;
+        family(&mut e, "wasmloop_guest_throttled", "Times the guest went over its CPU budget and was held", {
+            per_guest(&|g| g.fairness.throttled)
+        })?;
+        let throttled: Rows<'_, f64> =
+            guests.iter().map(|g| (vec![("guest", g.name.as_str())], g.fairness.throttled_seconds)).collect();
+        family(&mut e, "wasmloop_guest_throttled_seconds", "Time the guest's events were held for its CPU budget", {
+            throttled
+        })?;
+        family(
+            &mut e,
+            "wasmloop_guest_deferred_events",
+            "Events that waited for a later loop turn for the guest's CPU share",
+            per_guest(&|g| g.fairness.deferred),
+        )?;
+        gauges(
+            &mut e,
+            "wasmloop_guest_input_bytes",
+            "Input the host holds for the guest's HTTP and WebSocket connections",
+            per_guest(&|g| g.input.bytes),
+        )?;
+        family(&mut e, "wasmloop_guest_input_refused", "Connections refused because held input reached its cap", {
+            per_guest(&|g| g.input.refused)
+        })?;
+        family(&mut e, "wasmloop_guest_log_dropped_lines", "Guest log lines dropped by its rate limit", {
+            per_guest(&|g| g.log_dropped)
+        })?;
+        let mut m = e.encode_descriptor(
+            "wasmloop_log_lines_dropped",
+            "Log lines dropped because the log writer's queue was full",
+            None,
+            MetricType::Counter,
+        )?;
+        m.encode_counter::<NoLabelSet, u64, u64>(&self.log_lines_dropped, None)?;
 
         let loops = &self.loops;
         let names: Vec<String> = loops.iter().map(|l| l.worker.to_string()).collect();

@@ -151,10 +151,14 @@ pub enum FaultKind {
     Panic,
     /// `init` or `restore` returned an error.
     InitRefused,
+    /// Waited in `wasi:io/poll` on something not ready (a sleep).
+    Blocked,
+    /// Kept using more than its CPU budget (`--cpu-budget-ms`).
+    CpuBudget,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 10] = [
+    pub const ALL: [FaultKind; 12] = [
         FaultKind::Deadline,
         FaultKind::MemoryLimit,
         FaultKind::OutOfBounds,
@@ -165,6 +169,8 @@ impl FaultKind {
         FaultKind::Other,
         FaultKind::Panic,
         FaultKind::InitRefused,
+        FaultKind::Blocked,
+        FaultKind::CpuBudget,
     ];
 
     pub fn name(self) -> &'static str {
@@ -179,8 +185,24 @@ impl FaultKind {
             FaultKind::Other => "other",
             FaultKind::Panic => "panic",
             FaultKind::InitRefused => "init_refused",
+            FaultKind::Blocked => "blocked",
+            FaultKind::CpuBudget => "cpu_budget",
         }
     }
+}
+
+/// Log lines the host's log writer dropped because its queue was full (the
+/// log's reader is slower than the host writes), set once at start.
+static LOG_QUEUE: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> = std::sync::OnceLock::new();
+
+/// Counts the lines dropped by the log writer (`main.rs`), for `/metrics`.
+pub fn count_dropped_log_lines(counter: tracing_appender::non_blocking::ErrorCounter) {
+    let _ = LOG_QUEUE.set(counter);
+}
+
+/// Log lines dropped so far because the log writer's queue was full.
+pub fn log_lines_dropped() -> u64 {
+    LOG_QUEUE.get().map_or(0, |c| c.dropped_lines() as u64)
 }
 
 /// Every worker's metrics: what the admin listener reads.
@@ -283,6 +305,18 @@ pub struct GuestMetrics {
     traps: [Counter; FaultKind::ALL.len()],
     pub restarts: Counter,
     pub reloads: Counter,
+    /// Log lines dropped by the guest's rate limit.
+    pub log_dropped: Counter,
+    /// Times the guest went over its CPU budget and was held.
+    pub throttled: Counter,
+    /// Time it spent held, in nanoseconds.
+    pub throttled_ns: Counter,
+    /// Events that waited for a later turn for the guest's CPU share.
+    pub deferred: Counter,
+    /// Input the host holds for the guest's connections (a gauge).
+    pub input_bytes: Counter,
+    /// Connections refused because that input reached its cap.
+    pub input_refused: Counter,
     memory: Counter,
     memory_high_water: Counter,
     memory_limit: Counter,
@@ -304,6 +338,12 @@ impl GuestMetrics {
             traps: Default::default(),
             restarts: Counter::default(),
             reloads: Counter::default(),
+            log_dropped: Counter::default(),
+            throttled: Counter::default(),
+            throttled_ns: Counter::default(),
+            deferred: Counter::default(),
+            input_bytes: Counter::default(),
+            input_refused: Counter::default(),
             memory: Counter::default(),
             memory_high_water: Counter::default(),
             memory_limit: Counter::default(),

@@ -14,7 +14,9 @@ use crate::runtime::bindings::{
     Callbacks, CloseReason, ConnectError, DatagramCallbacks, EofAction, HttpCallbacks, ListenerInfo, Message,
     Migration, OutboundCallbacks,
 };
+use crate::runtime::guest_log::GuestLog;
 use crate::runtime::load::{Module, Runtime};
+use crate::runtime::poll::Blocked;
 use crate::runtime::state::{GuestSetup, GuestState};
 use crate::runtime::ticker::EpochTicker;
 use crate::runtime::wasi;
@@ -140,7 +142,13 @@ impl Guest {
             .memories(MAX_MEMORIES)
             .table_elements(MAX_TABLE_ELEMENTS)
             .build();
-        let state = GuestState::new(setup, store_limits, wasi::context(&name, &module.version));
+        let log = Arc::new(GuestLog::new(
+            name.clone(),
+            module.version.as_str().into(),
+            limits.log_lines_per_sec,
+            setup.metrics.clone(),
+        ));
+        let state = GuestState::new(setup, store_limits, log.clone(), wasi::context(&log));
         let mut store = Store::new(&runtime.engine, state);
         store.limiter(|s| &mut s.store_limits);
         store.set_epoch_deadline(runtime.ticks(limits.init_deadline));
@@ -370,6 +378,7 @@ fn kind(e: &wasmtime::Error) -> FaultKind {
         Some(Trap::IndirectCallToNull | Trap::BadSignature) => FaultKind::IndirectCall,
         Some(_) => FaultKind::Other,
         None if e.root_cause().to_string().contains("growing memory") => FaultKind::MemoryLimit,
+        None if e.downcast_ref::<Blocked>().is_some() => FaultKind::Blocked,
         None => FaultKind::Other,
     }
 }

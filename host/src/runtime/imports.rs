@@ -186,14 +186,14 @@ impl timers::Host for GuestState {
 
 impl log::Host for GuestState {
     fn log(&mut self, level: Level, message: String) {
-        let guest = &*self.name;
-        match level {
-            Level::Trace => tracing::trace!(target: "guest", guest, "{message}"),
-            Level::Debug => tracing::debug!(target: "guest", guest, "{message}"),
-            Level::Info => tracing::info!(target: "guest", guest, "{message}"),
-            Level::Warn => tracing::warn!(target: "guest", guest, "{message}"),
-            Level::Error => tracing::error!(target: "guest", guest, "{message}"),
-        }
+        let level = match level {
+            Level::Trace => tracing::Level::TRACE,
+            Level::Debug => tracing::Level::DEBUG,
+            Level::Info => tracing::Level::INFO,
+            Level::Warn => tracing::Level::WARN,
+            Level::Error => tracing::Level::ERROR,
+        };
+        self.log.line(level, "log", &message);
     }
 }
 

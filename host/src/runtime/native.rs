@@ -71,6 +71,7 @@ use wasmtime_wasi::WasiCtx;
 use crate::metrics::{Callback, FaultKind};
 pub use crate::runtime::bindings::{CloseReason, EofAction, ErrorCode, ListenerInfo};
 use crate::runtime::guest::{Fault, listener_infos};
+use crate::runtime::guest_log::GuestLog;
 use crate::runtime::state::{GuestSetup, GuestState};
 
 /// A native handler's callbacks: those of the WIT `callbacks` interface,
@@ -224,7 +225,10 @@ impl NativeGuest {
     pub fn start(factory: &HandlerFactory, setup: &GuestSetup) -> Result<NativeGuest, Fault> {
         // Only the guest's own limits apply: a native handler has no store,
         // and nothing reaches its (empty) WASI context.
-        let state = GuestState::new(setup, StoreLimitsBuilder::new().build(), WasiCtx::builder().build());
+        let log =
+            GuestLog::new(setup.name.clone(), "native".into(), setup.limits.log_lines_per_sec, setup.metrics.clone());
+        let state =
+            GuestState::new(setup, StoreLimitsBuilder::new().build(), Arc::new(log), WasiCtx::builder().build());
         let name = setup.name.clone();
         let handler = catch_unwind(AssertUnwindSafe(factory)).map_err(|panic| panicked(&name, "factory", panic))?;
         let mut native = NativeGuest { handler, state };

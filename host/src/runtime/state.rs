@@ -1,7 +1,7 @@
 //! The store's data: everything a guest can reach through its imports, and
 //! nothing else. Like wasmtime-wasi's `WasiView`, one struct per store.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use crate::connection::{Connection, OutputBudget};
 use crate::grants::Grants;
 use crate::metrics::GuestMetrics;
 use crate::runtime::bindings::ErrorCode;
+use crate::runtime::guest_log::GuestLog;
 use crate::runtime::limiter::MeteredLimits;
 
 new_key_type! {
@@ -86,6 +87,7 @@ pub struct Handover {
     connections: SlotMap<ConnKey, Connection>,
     timers: TimerHeap,
     output: OutputBudget,
+    input: usize,
     udp: SlotMap<UdpKey, UdpSocket>,
     requests: SlotMap<ReqKey, ConnKey>,
     websockets: SlotMap<WsKey, ConnKey>,
@@ -124,12 +126,28 @@ pub struct GuestLimits {
     pub max_output: usize,
     /// Bytes buffered over all of the guest's connections.
     pub max_output_total: usize,
+    /// Bytes of input the host holds over all of the guest's HTTP and
+    /// WebSocket connections; a connection that needs more is refused
+    /// (503, or WebSocket close 1013).
+    pub max_input_total: usize,
     /// Open connections, inbound and outbound; excess inbound ones are
     /// accepted and closed at once.
     pub max_connections: usize,
     /// Outbound connects not yet finished.
     pub max_pending_connects: usize,
     pub max_timers: usize,
+    /// Callback time the guest may use per second of the loop's time; past
+    /// it its events wait (server/fairness.rs).
+    pub cpu_budget: Duration,
+    /// How long the guest may keep hitting its CPU budget before that is a
+    /// fault.
+    pub cpu_overrun: Duration,
+    /// Callbacks the guest gets per loop turn before its other events wait
+    /// for the next turn.
+    pub max_callbacks_per_turn: u32,
+    /// Lines the guest may log (`log`, stdout, stderr) per second; the rest
+    /// are dropped and counted.
+    pub log_lines_per_sec: u32,
     /// Limits and timeouts of the guest's HTTP listeners.
     pub http: crate::http_conn::HttpLimits,
 }
@@ -142,9 +160,14 @@ impl Default for GuestLimits {
             max_memory: 64 << 20,
             max_output: 1 << 20,
             max_output_total: 64 << 20,
+            max_input_total: 64 << 20,
             max_connections: 10_000,
             max_pending_connects: 64,
             max_timers: 10_000,
+            cpu_budget: Duration::from_millis(800),
+            cpu_overrun: Duration::from_secs(5),
+            max_callbacks_per_turn: 256,
+            log_lines_per_sec: 100,
             http: crate::http_conn::HttpLimits::default(),
         }
     }
@@ -164,6 +187,10 @@ pub struct GuestState {
     pub grants: Grants,
     /// Output buffered over all connections, against `max_output_total`.
     pub output: OutputBudget,
+    /// Input the host holds for the guest's HTTP and WebSocket connections
+    /// (partial heads and frames, pipelined requests, messages being
+    /// reassembled), against `max_input_total`.
+    pub input: Cell<usize>,
     /// The guest's UDP sockets.
     pub udp: SlotMap<UdpKey, UdpSocket>,
     /// Live HTTP requests and WebSockets, each naming its connection.
@@ -190,12 +217,14 @@ pub struct GuestState {
     pub store_limits: MeteredLimits,
     /// Where this guest's metrics go, if anywhere.
     pub metrics: Option<Arc<GuestMetrics>>,
+    /// Where its `log` lines (and stdout and stderr) go.
+    pub log: Arc<GuestLog>,
     wasi: WasiCtx,
     table: ResourceTable,
 }
 
 impl GuestState {
-    pub fn new(setup: &GuestSetup, store_limits: StoreLimits, wasi: WasiCtx) -> GuestState {
+    pub fn new(setup: &GuestSetup, store_limits: StoreLimits, log: Arc<GuestLog>, wasi: WasiCtx) -> GuestState {
         GuestState {
             name: setup.name.clone(),
             connections: SlotMap::with_key(),
@@ -205,6 +234,7 @@ impl GuestState {
             limits: setup.limits.clone(),
             grants: setup.grants.clone(),
             output: OutputBudget::new(setup.limits.max_output_total, setup.metrics.clone()),
+            input: Cell::new(0),
             udp: SlotMap::with_key(),
             requests: RefCell::new(SlotMap::with_key()),
             websockets: RefCell::new(SlotMap::with_key()),
@@ -218,6 +248,7 @@ impl GuestState {
             logged_no_outbound: false,
             store_limits: MeteredLimits::new(store_limits, setup.metrics.clone()),
             metrics: setup.metrics.clone(),
+            log,
             wasi,
             table: ResourceTable::new(),
         }
@@ -233,6 +264,7 @@ impl GuestState {
                 &mut self.output,
                 OutputBudget::new(self.limits.max_output_total, self.metrics.clone()),
             ),
+            input: self.input.take(),
             udp: std::mem::take(&mut self.udp),
             requests: self.requests.take(),
             websockets: self.websockets.take(),
@@ -245,6 +277,7 @@ impl GuestState {
         self.connections = from.connections;
         self.timers = from.timers;
         self.output = from.output;
+        self.input.set(from.input);
         self.udp = from.udp;
         self.requests = RefCell::new(from.requests);
         self.websockets = RefCell::new(from.websockets);

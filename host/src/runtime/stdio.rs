@@ -1,5 +1,5 @@
-//! A guest's stdout and stderr, line by line into the host log, written on
-//! the loop thread (no runtime or helper thread behind it).
+//! A guest's stdout and stderr, line by line into the host log through its
+//! [`GuestLog`] (rate-limited, escaped, never waiting on the log's reader).
 
 use std::sync::Arc;
 
@@ -7,19 +7,20 @@ use bytes::Bytes;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
+use crate::runtime::guest_log::GuestLog;
+
 /// Longest line kept before it is logged anyway.
 const MAX_LINE: usize = 16 * 1024;
 
 #[derive(Clone)]
 pub struct GuestOutput {
-    guest: Arc<str>,
-    version: Arc<str>,
+    log: Arc<GuestLog>,
     stream: &'static str,
 }
 
 impl GuestOutput {
-    pub fn new(guest: Arc<str>, version: Arc<str>, stream: &'static str) -> GuestOutput {
-        GuestOutput { guest, version, stream }
+    pub fn new(log: Arc<GuestLog>, stream: &'static str) -> GuestOutput {
+        GuestOutput { log, stream }
     }
 }
 
@@ -49,8 +50,7 @@ impl LineWriter {
     fn emit(&mut self) {
         let text = String::from_utf8_lossy(&self.line);
         let text = text.trim_end_matches(['\n', '\r']);
-        let out = &self.out;
-        tracing::info!(target: "guest", guest = &*out.guest, version = &*out.version, stream = out.stream, "{text}");
+        self.out.log.line(tracing::Level::INFO, self.out.stream, text);
         self.line.clear();
     }
 }

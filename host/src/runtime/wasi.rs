@@ -18,6 +18,7 @@ use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random};
 use wasmtime_wasi::random::WasiRandom;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiView};
 
+use crate::runtime::guest_log::GuestLog;
 use crate::runtime::state::GuestState;
 use crate::runtime::stdio::GuestOutput;
 
@@ -30,10 +31,10 @@ pub fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
     type T = GuestState;
     let l = linker;
     sync::io::error::add_to_linker::<T, IoTable>(l, |t| t.ctx().table)?;
-    sync::io::poll::add_to_linker::<T, IoTable>(l, |t| t.ctx().table)?;
+    // poll and the monotonic clock never block the loop: runtime/poll.rs.
+    crate::runtime::poll::add_to_linker(l)?;
     sync::io::streams::add_to_linker::<T, IoTable>(l, |t| t.ctx().table)?;
     clocks::wall_clock::add_to_linker::<T, WasiClocks>(l, T::clocks)?;
-    clocks::monotonic_clock::add_to_linker::<T, WasiClocks>(l, T::clocks)?;
     random::random::add_to_linker::<T, WasiRandom>(l, |t| t.ctx().ctx.random())?;
     random::insecure::add_to_linker::<T, WasiRandom>(l, |t| t.ctx().ctx.random())?;
     random::insecure_seed::add_to_linker::<T, WasiRandom>(l, |t| t.ctx().ctx.random())?;
@@ -53,14 +54,11 @@ pub fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
 }
 
 /// A WASI context with no preopened directories, no environment, no
-/// arguments, no stdin, and stdout/stderr into the host log.
-/// The WASI context of guest `guest`, running module version `version`
-/// (both tag each line it prints).
-pub fn context(guest: &Arc<str>, version: &str) -> WasiCtx {
-    let version: Arc<str> = version.into();
+/// arguments, no stdin, and stdout/stderr into the guest's `log`.
+pub fn context(log: &Arc<GuestLog>) -> WasiCtx {
     WasiCtxBuilder::new()
-        .stdout(GuestOutput::new(guest.clone(), version.clone(), "stdout"))
-        .stderr(GuestOutput::new(guest.clone(), version, "stderr"))
+        .stdout(GuestOutput::new(log.clone(), "stdout"))
+        .stderr(GuestOutput::new(log.clone(), "stderr"))
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)

@@ -14,7 +14,7 @@ use slotmap::SlotMap;
 use tracing::{debug, warn};
 use wasmloop_reactor::{Interest, Reactor, Token};
 
-use super::{Deferred, GuestKey, Route, RouteKey, Server, route_key, token};
+use super::{Deferred, Gate, GuestKey, Route, RouteKey, Server, route_key, token};
 use crate::connection::UNREGISTERED;
 use crate::runtime::Handle;
 use crate::runtime::{GuestState, UdpKey, UdpSocket};
@@ -58,6 +58,11 @@ impl Server {
         for round in 0..=DATAGRAMS_PER_WAKEUP {
             if round == DATAGRAMS_PER_WAKEUP {
                 budget_left = false;
+                break;
+            }
+            let gate = self.gate(reactor, g);
+            if gate != Gate::Open {
+                self.postpone(reactor, g, gate, Deferred::Datagrams(g, k));
                 break;
             }
             let Some(guest) = self.guests.get(g).and_then(|s| s.guest.as_ref()) else { break };

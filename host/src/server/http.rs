@@ -15,7 +15,7 @@ use tracing::debug;
 use wasmloop_http::{h1, ws};
 use wasmloop_reactor::{Reactor, Token};
 
-use super::{Deferred, GuestKey, READ_CHUNK, Route, Server, token};
+use super::{Deferred, Gate, GuestKey, READ_CHUNK, Route, Server, token};
 use crate::connection::Connection;
 use crate::http_conn::{Exchange, HttpState, Response, WHOLE_BODY};
 use crate::runtime::bindings::{CloseReason, Message};
@@ -27,6 +27,17 @@ const LINGER_READ: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// WebSocket close code for an abnormal end (connection lost). Never sent.
 const ABNORMAL: u16 = 1006;
+
+/// WebSocket close code "try again later" (IANA registry): the host's
+/// input cap for the guest was reached.
+const TRY_AGAIN_LATER: u16 = 1013;
+
+/// Input a connection may hold whatever the guest's total: a request head
+/// (`--http-max-head` is 16 KiB by default) or a small frame.
+const INPUT_ALLOWANCE: usize = 16 * 1024;
+
+/// Capacity an HTTP connection's input buffer keeps when empty.
+const KEEP_INPUT: usize = 4 * 1024;
 
 impl Server {
     /// The HTTP state of a live connection of guest `g`.
@@ -112,16 +123,60 @@ impl Server {
         if input.len() >= READ_CHUNK && http.exchange.borrow().as_ref().is_some_and(|ex| ex.body_done) {
             conn.paused.set(true);
         }
-        if input.capacity() > 4 * READ_CHUNK && input.len() < READ_CHUNK {
-            input.shrink_to(READ_CHUNK);
+        // Give back what a burst made the buffer grow to: a connection
+        // keeps at most a read's worth beyond what it holds.
+        if input.is_empty() && input.capacity() > KEEP_INPUT {
+            input = Vec::new();
+        } else if input.capacity() > input.len() + READ_CHUNK {
+            input.shrink_to(input.len() + READ_CHUNK);
         }
         http.input.replace(input);
+        self.count_input(reactor, g, c);
+    }
+
+    /// Counts what connection `c` holds of its peer's input against the
+    /// guest's `max_input_total`. Past the cap, a connection that grew and
+    /// holds more than [`INPUT_ALLOWANCE`] is refused (503, or WebSocket
+    /// close 1013 "try again later"), so peers together cannot make the
+    /// host hold more than the cap plus that allowance per connection, and
+    /// small requests are still served while large ones are refused.
+    fn count_input(&mut self, reactor: &mut Reactor, g: GuestKey, c: ConnKey) {
+        let Some(state) = self.guests.get(g).and_then(|s| s.guest.as_ref()).map(|g| g.state()) else { return };
+        let Some(http) = state.connections.get(c).and_then(|conn| conn.http.as_deref()) else { return };
+        let held = http.input.borrow().len() + http.frames.borrow().as_ref().map_or(0, |d| d.buffered());
+        let before = http.counted.replace(held);
+        let total = state.input.get() - before + held;
+        state.input.set(total);
+        if held <= before || held <= INPUT_ALLOWANCE || total <= state.limits.max_input_total {
+            return;
+        }
+        debug!(guest = &*state.name, "input buffered for the guest's connections reached its cap: refusing one");
+        if let Some(metrics) = &state.metrics {
+            metrics.input_refused.inc();
+        }
+        // Drop what it held now, not when the refused connection closes.
+        http.input.borrow_mut().clear();
+        if let Some(frames) = http.frames.borrow_mut().as_mut() {
+            frames.abandon();
+        }
+        state.input.set(total - held);
+        http.counted.set(0);
+        if http.is_websocket() {
+            self.ws_fail(reactor, g, c, TRY_AGAIN_LATER, "the server's input buffer is full");
+        } else {
+            self.http_refuse(reactor, g, c, h1::HttpError { status: 503, reason: "input buffer full" });
+        }
     }
 
     /// Parses and delivers what `bytes` holds; returns how much was used.
     fn http_consume(&mut self, reactor: &mut Reactor, g: GuestKey, c: ConnKey, bytes: &mut [u8]) -> usize {
         let mut used = 0;
         loop {
+            // Past the guest's share of the loop: the rest waits in the
+            // input buffer (`read` postpones the connection).
+            if self.gate(reactor, g) != Gate::Open {
+                return used;
+            }
             let Some((conn, http)) = self.http(g, c) else { return bytes.len() };
             if conn.closing.borrow().is_some() || http.lingering.get() {
                 return bytes.len();
@@ -327,6 +382,11 @@ impl Server {
     fn ws_consume(&mut self, reactor: &mut Reactor, g: GuestKey, c: ConnKey, bytes: &mut [u8]) -> usize {
         let mut used = 0;
         loop {
+            // A message per callback: each waits for the guest's share of
+            // the loop (the first was checked by the caller).
+            if used > 0 && self.gate(reactor, g) != Gate::Open {
+                return used;
+            }
             let Some((conn, http)) = self.http(g, c) else { return bytes.len() };
             if conn.closing.borrow().is_some() || http.websocket.borrow().as_ref().is_none_or(|w| w.close_received) {
                 return bytes.len();
@@ -568,6 +628,8 @@ impl Server {
     pub(super) fn http_closed(&mut self, reactor: &mut Reactor, g: GuestKey, conn: &Connection) {
         let Some(http) = conn.http.as_deref() else { return };
         let Some(guest) = self.guests.get(g).and_then(|s| s.guest.as_ref()) else { return };
+        let input = &guest.state().input;
+        input.set(input.get().saturating_sub(http.counted.take()));
         let mut callbacks = Vec::new();
         if let Some(req) = http.exchange.borrow_mut().as_mut().and_then(|ex| ex.request.take()) {
             guest.state().requests.borrow_mut().remove(ReqKey::from_handle(req));

@@ -6,6 +6,7 @@
 //! `on-writable`, reading resumed data) is queued for the deferred phase.
 
 mod datagrams;
+mod fairness;
 mod faults;
 mod http;
 mod listener;
@@ -35,6 +36,7 @@ use crate::runtime::{
     ConnKey, Fault, Guest, GuestLimits, GuestSetup, Instance, ListenerGrant, Module, Runtime, UdpKey,
 };
 
+use fairness::{CpuLimits, CpuShare, Gate};
 use faults::{FaultHistory, Next};
 use listener::{Accepted, Listener, Protocol};
 pub use listener::{AdoptError, BindError, accepted_on_this_thread, adopt_listener, bind, bind_group};
@@ -122,6 +124,8 @@ enum Route {
     Restart(GuestKey),
     /// The drain deadline of an old version after a reload.
     DrainDeadline(GuestKey),
+    /// The end of a guest's CPU throttle (fairness.rs).
+    Release(GuestKey),
     Signals,
     ReloadSignal,
     /// Module files changed (`--watch`), and the debounce timer.
@@ -131,11 +135,14 @@ enum Route {
 }
 
 /// Callbacks queued for the deferred phase.
+#[derive(Clone)]
 enum Deferred {
     Read(GuestKey, ConnKey),
     Writable(GuestKey, ConnKey),
     Closed(GuestKey, u64, CloseReason),
     Accept(usize),
+    /// Fire the guest's due timers (after waiting for its CPU share).
+    Timers(GuestKey),
     /// `on-connect` with the outcome (outbound.rs).
     Connected(GuestKey, ConnKey, Result<(), ConnectError>),
     /// More datagrams to read after the per-wakeup budget (datagrams.rs).
@@ -146,6 +153,23 @@ enum Deferred {
     WebSocketWritable(GuestKey, ConnKey, u64),
     RequestClosed(GuestKey, u64),
     WebSocketClosed(GuestKey, u64, u16, String),
+}
+
+impl Deferred {
+    /// The guest this work calls straight away, if it is one callback (the
+    /// others check the guest's share as they go).
+    fn guest_calling(&self) -> Option<GuestKey> {
+        match *self {
+            Deferred::Writable(g, _)
+            | Deferred::Closed(g, ..)
+            | Deferred::Connected(g, ..)
+            | Deferred::ResponseWritable(g, ..)
+            | Deferred::WebSocketWritable(g, ..)
+            | Deferred::RequestClosed(g, _)
+            | Deferred::WebSocketClosed(g, ..) => Some(g),
+            Deferred::Read(..) | Deferred::Accept(_) | Deferred::Timers(_) | Deferred::Datagrams(..) => None,
+        }
+    }
 }
 
 /// What a guest slot runs, and what restarting it needs.
@@ -198,6 +222,14 @@ struct GuestSlot {
     armed: Option<(TimerId, Instant)>,
     /// When the connection limit was last reported (rate-limits the log).
     refused_warning: Option<Instant>,
+    /// Its share of the loop (fairness.rs).
+    cpu: CpuShare,
+    /// Events held while it is over its CPU budget, released by the timer
+    /// on `release_route`.
+    held: Vec<Deferred>,
+    release_route: RouteKey,
+    /// When the current throttle began, for the metrics.
+    throttled_at: Option<Instant>,
 }
 
 pub struct Server {
@@ -246,6 +278,15 @@ fn unwatch(reactor: &Reactor, routes: &mut SlotMap<RouteKey, Route>, conn: &Conn
     }
     if let Some(http) = &conn.http {
         routes.remove(route_key(Token(http.timer.get())));
+    }
+}
+
+/// A guest's CPU limits, as fairness.rs takes them.
+fn cpu_limits(limits: &GuestLimits) -> CpuLimits {
+    CpuLimits {
+        budget: limits.cpu_budget,
+        overrun: limits.cpu_overrun,
+        callbacks_per_turn: limits.max_callbacks_per_turn,
     }
 }
 
@@ -397,8 +438,12 @@ impl Server {
     fn insert_slot(&mut self, guest: Instance, program: Program, setup: GuestSetup, policy: Policy) -> GuestKey {
         let routes = &mut self.routes;
         self.guests.insert_with_key(|g| {
-            let [timer_route, restart_route, drain_route] = reload::slot_routes(routes, g);
+            let [timer_route, restart_route, drain_route, release_route] = reload::slot_routes(routes, g);
             GuestSlot {
+                cpu: CpuShare::new(cpu_limits(&setup.limits), Instant::now()),
+                held: Vec::new(),
+                release_route,
+                throttled_at: None,
                 guest: Some(guest),
                 program,
                 setup,
@@ -435,8 +480,12 @@ impl Server {
         g: GuestKey,
         f: impl FnOnce(&mut Instance) -> Result<R, Fault>,
     ) -> Option<R> {
-        let guest = self.guests.get_mut(g)?.guest.as_mut()?;
-        match f(guest) {
+        let slot = self.guests.get_mut(g)?;
+        let guest = slot.guest.as_mut()?;
+        let started = crate::metrics::stamp();
+        let result = f(guest);
+        slot.cpu.charge(started.elapsed());
+        match result {
             Ok(r) => {
                 self.settle(reactor, g);
                 Some(r)
@@ -556,6 +605,10 @@ impl Server {
         if let Some((id, _)) = slot.armed.take() {
             reactor.cancel_timer(id);
         }
+        // What it held dies with it; a restart starts with a fresh share.
+        slot.held.clear();
+        slot.throttled_at = None;
+        slot.cpu = CpuShare::new(cpu_limits(&slot.setup.limits), Instant::now());
         let connections = guest.state().connections.len();
         error!(
             guest = &*slot.setup.name,
@@ -647,10 +700,105 @@ impl Server {
         self.exit_reason.as_deref()
     }
 
+    // ---- Fairness (fairness.rs) -------------------------------------------
+
+    /// Whether guest `g` may run a callback now.
+    fn gate(&mut self, reactor: &Reactor, g: GuestKey) -> Gate {
+        match self.guests.get_mut(g) {
+            Some(slot) if slot.guest.is_some() => slot.cpu.gate(reactor.now()),
+            // Nothing to run: the work finds out for itself.
+            _ => Gate::Open,
+        }
+    }
+
+    /// [`Server::gate`], postponing `work` if the gate is not open.
+    fn admit(&mut self, reactor: &mut Reactor, g: GuestKey, work: Deferred) -> bool {
+        let gate = self.gate(reactor, g);
+        if gate == Gate::Open {
+            return true;
+        }
+        self.postpone(reactor, g, gate, work);
+        false
+    }
+
+    /// `work` of guest `g` waits: for the next turn, or until the guest's
+    /// throttle ends. A lasting overrun is the guest's fault.
+    fn postpone(&mut self, reactor: &mut Reactor, g: GuestKey, gate: Gate, work: Deferred) {
+        let Some(slot) = self.guests.get_mut(g) else { return };
+        match gate {
+            Gate::Open => {}
+            Gate::NextTurn => {
+                if let Some(metrics) = &slot.setup.metrics {
+                    metrics.deferred.inc();
+                }
+                self.defer(reactor, work);
+            }
+            Gate::Throttled(until) => {
+                if slot.held.is_empty() {
+                    reactor.set_deadline(until, token(slot.release_route));
+                    if slot.throttled_at.is_none() {
+                        slot.throttled_at = Some(reactor.now());
+                        if let Some(metrics) = &slot.setup.metrics {
+                            metrics.throttled.inc();
+                        }
+                        debug!(guest = &*slot.setup.name, "over its CPU budget: holding its events until {until:?}");
+                    }
+                }
+                if let Some(metrics) = &slot.setup.metrics {
+                    metrics.deferred.inc();
+                }
+                // The guest's due timers are one piece of work, however often
+                // its loop timer fires while it is held.
+                if !matches!(work, Deferred::Timers(_)) || !slot.held.iter().any(|w| matches!(w, Deferred::Timers(_))) {
+                    slot.held.push(work);
+                }
+            }
+            Gate::Overrun(over) => {
+                let budget = slot.setup.limits.cpu_budget;
+                let fault = Fault {
+                    guest: slot.setup.name.clone(),
+                    callback: "its callbacks",
+                    what: "exceeded its CPU budget",
+                    detail: format!(
+                        "over {budget:?} of callback time per second for {over:?} (--cpu-budget-ms, --cpu-overrun-ms)"
+                    ),
+                    kind: crate::metrics::FaultKind::CpuBudget,
+                };
+                self.tear_down(reactor, g, &fault);
+            }
+        }
+    }
+
+    /// A guest's throttle ended: what it was holding runs in this turn's
+    /// deferred phase, in order.
+    fn release(&mut self, reactor: &mut Reactor, g: GuestKey) {
+        let Some(slot) = self.guests.get_mut(g) else { return };
+        if let Some(until) = slot.cpu.throttled().filter(|&until| until > reactor.now()) {
+            // Throttled again meanwhile (its bucket was still short when
+            // its own events ran first in this turn): wait on.
+            reactor.set_deadline(until, token(slot.release_route));
+            return;
+        }
+        if let (Some(since), Some(metrics)) = (slot.throttled_at.take(), &slot.setup.metrics) {
+            metrics.throttled_ns.add(reactor.now().saturating_duration_since(since).as_nanos() as u64);
+        }
+        let held = std::mem::take(&mut slot.held);
+        if !held.is_empty() {
+            self.deferred.extend(held);
+            reactor.defer();
+        }
+    }
+
     // ---- IO ---------------------------------------------------------------
 
     fn accept(&mut self, reactor: &mut Reactor, index: usize) {
         for _ in 0..ACCEPTS_PER_WAKEUP {
+            // Accepting calls the guest: wait for its share of the loop
+            // (the rest stay in the kernel's backlog meanwhile).
+            let Some(g) = self.listeners.get(index).map(|l| l.guest) else { return };
+            if !self.admit(reactor, g, Deferred::Accept(index)) {
+                return;
+            }
             let Some(listener) = self.listeners.get_mut(index) else {
                 return;
             };
@@ -746,6 +894,16 @@ impl Server {
             if conn.paused.get() || conn.eof.get() || conn.closing.borrow().is_some() {
                 break;
             }
+            // The guest is past its share of the loop: read when it has one
+            // again (the bytes wait in the kernel, or in the HTTP input).
+            let gate = self.gate(reactor, g);
+            if gate != Gate::Open {
+                self.postpone(reactor, g, gate, Deferred::Read(g, c));
+                break;
+            }
+            let Some(conn) = self.connection(g, c) else {
+                break;
+            };
             let read = conn.read(&mut buf);
             if let (Ok(n), Some(metrics)) = (&read, self.metrics_of(g)) {
                 metrics.bytes_in.add(*n as u64);
@@ -768,6 +926,13 @@ impl Server {
                 }
                 Ok(n) if http => {
                     self.http_input(reactor, g, c, &mut buf[..n]);
+                    // Stopped for the guest's share of the loop: what is
+                    // left of the input waits with the socket.
+                    let gate = self.gate(reactor, g);
+                    if gate != Gate::Open {
+                        self.postpone(reactor, g, gate, Deferred::Read(g, c));
+                        break;
+                    }
                     if n < buf.len() && !drain {
                         break;
                     }
@@ -859,13 +1024,28 @@ impl Server {
         let Some(slot) = self.guests.get_mut(g) else {
             return;
         };
-        slot.armed = None;
         let now = reactor.now();
+        // Fired, or (when this is postponed work) to be re-armed by settle.
+        if let Some((id, at)) = slot.armed.take()
+            && at > now
+        {
+            reactor.cancel_timer(id);
+        }
         let barrier = match slot.guest.as_ref() {
             Some(guest) => guest.state().timers.barrier(),
             None => return,
         };
         loop {
+            let Some(guest) = self.guests.get_mut(g).and_then(|s| s.guest.as_mut()) else {
+                return;
+            };
+            if guest.state_mut().timers.next_deadline().is_none_or(|at| at > now) {
+                break;
+            }
+            let gate = self.gate(reactor, g);
+            if gate != Gate::Open {
+                return self.postpone(reactor, g, gate, Deferred::Timers(g));
+            }
             let Some(guest) = self.guests.get_mut(g).and_then(|s| s.guest.as_mut()) else {
                 return;
             };
@@ -915,6 +1095,7 @@ impl Handler for Server {
             Route::GuestTimers(_)
             | Route::HttpTimer(..)
             | Route::Restart(_)
+            | Route::Release(_)
             | Route::DrainDeadline(_)
             | Route::WatchQuiet
             | Route::ShutdownDeadline => {}
@@ -940,6 +1121,7 @@ impl Handler for Server {
             Route::Listener(index) => self.accept(reactor, index),
             Route::HttpTimer(g, c) => self.http_timer(reactor, g, c),
             Route::Restart(g) => self.restart(reactor, g),
+            Route::Release(g) => self.release(reactor, g),
             Route::DrainDeadline(g) => self.drain_deadline(reactor, g),
             Route::WatchQuiet => {
                 self.watch_quiet = None;
@@ -967,17 +1149,20 @@ impl Handler for Server {
         let Some(metrics) = &self.config.metrics else { return };
         let mut timers = reactor.timer_count();
         let open = |slot: &GuestSlot| slot.guest.as_ref().map_or(0, |g| g.state().connections.len()) as u64;
+        let input = |slot: &GuestSlot| slot.guest.as_ref().map_or(0, |g| g.state().input.get()) as u64;
         // Every version of a guest shares its metrics: the current one
         // sets the count, old ones draining after a reload add theirs.
         for slot in self.guests.values() {
             timers += slot.guest.as_ref().map_or(0, |g| g.state().timers.len());
             if let (Some(m), None) = (&slot.setup.metrics, slot.draining) {
                 m.connections_open.set(open(slot));
+                m.input_bytes.set(input(slot));
             }
         }
         for slot in self.guests.values().filter(|s| s.draining.is_some()) {
             if let Some(m) = &slot.setup.metrics {
                 m.connections_open.add(open(slot));
+                m.input_bytes.add(input(slot));
             }
         }
         metrics.turns.turn(turn.events, turn.waited, turn.busy, timers);
@@ -990,6 +1175,14 @@ impl Handler for Server {
             let Some(work) = self.deferred.pop_front() else {
                 break;
             };
+            // A callback waits for its guest's share of the loop; the
+            // reading, accepting and timer work checks for itself, as it
+            // goes.
+            if let Some(g) = work.guest_calling()
+                && !self.admit(reactor, g, work.clone())
+            {
+                continue;
+            }
             match work {
                 Deferred::Read(g, c) => self.read(reactor, g, c, true),
                 Deferred::Writable(g, c) => {
@@ -1002,6 +1195,7 @@ impl Handler for Server {
                     self.retire_if_drained(reactor, g);
                 }
                 Deferred::Accept(index) => self.accept(reactor, index),
+                Deferred::Timers(g) => self.fire_guest_timers(reactor, g),
                 Deferred::Connected(g, c, outcome) => self.deliver_connect(reactor, g, c, outcome),
                 Deferred::Datagrams(g, k) => self.receive_datagrams(reactor, g, k),
                 Deferred::ResponseWritable(g, c, req) => {

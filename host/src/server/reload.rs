@@ -266,7 +266,7 @@ impl Server {
 
     /// Removes the routes a slot owns and its armed timer.
     pub(super) fn forget_slot(&mut self, reactor: &mut Reactor, slot: &GuestSlot) {
-        for route in [slot.timer_route, slot.restart_route, slot.drain_route] {
+        for route in [slot.timer_route, slot.restart_route, slot.drain_route, slot.release_route] {
             self.routes.remove(route);
         }
         if let Some((id, _)) = slot.armed {
@@ -286,6 +286,11 @@ enum Migrated {
 }
 
 /// The routes a new slot needs, made before the slot exists.
-pub(super) fn slot_routes(routes: &mut slotmap::SlotMap<super::RouteKey, Route>, g: GuestKey) -> [super::RouteKey; 3] {
-    [routes.insert(Route::GuestTimers(g)), routes.insert(Route::Restart(g)), routes.insert(Route::DrainDeadline(g))]
+pub(super) fn slot_routes(routes: &mut slotmap::SlotMap<super::RouteKey, Route>, g: GuestKey) -> [super::RouteKey; 4] {
+    [
+        routes.insert(Route::GuestTimers(g)),
+        routes.insert(Route::Restart(g)),
+        routes.insert(Route::DrainDeadline(g)),
+        routes.insert(Route::Release(g)),
+    ]
 }
