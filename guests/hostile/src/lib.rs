@@ -332,7 +332,7 @@ impl Handler for Hostile {
             Mode::TimerStorm => {
                 busy(BUSY);
                 self.storm += 1;
-                if self.storm % 10 == 0 {
+                if self.storm.is_multiple_of(10) {
                     info!("storm {}", self.storm);
                 }
             }
