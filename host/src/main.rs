@@ -285,7 +285,9 @@ enum LogFormat {
 
 /// Log lines queued for the writer thread before new ones are dropped (and
 /// counted: `wasmloop_log_lines_dropped_total`).
-const LOG_QUEUE_LINES: usize = 16 * 1024;
+/// Guest lines are at most 4 KiB (`runtime::guest_log::MAX_LINE`), so the
+/// queue holds at most ~32 MiB.
+const LOG_QUEUE_LINES: usize = 8 * 1024;
 
 /// Sets up logging to stderr through a bounded queue and a writer thread:
 /// the loop never waits for the log's reader (a full pipe, a slow

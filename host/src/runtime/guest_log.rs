@@ -16,6 +16,11 @@ use tracing::Level;
 
 use crate::metrics::GuestMetrics;
 
+/// Longest guest line logged; the rest is cut (and the cut is said). With
+/// the log queue's length in lines (`main.rs`), this bounds the memory a
+/// stalled log reader can make the host hold for guests' lines.
+pub const MAX_LINE: usize = 4 * 1024;
+
 pub struct GuestLog {
     guest: Arc<str>,
     version: Arc<str>,
@@ -79,7 +84,8 @@ impl GuestLog {
         if dropped > 0 {
             tracing::warn!(guest, version, "{dropped} log lines of this guest dropped: over its rate limit");
         }
-        let text = escape_controls(text);
+        let text = cut_to_line(text);
+        let text = escape_controls(&text);
         match level {
             Level::TRACE => tracing::trace!(target: "guest", guest, version, stream, "{text}"),
             Level::DEBUG => tracing::debug!(target: "guest", guest, version, stream, "{text}"),
@@ -88,6 +94,15 @@ impl GuestLog {
             Level::ERROR => tracing::error!(target: "guest", guest, version, stream, "{text}"),
         }
     }
+}
+
+/// `text`, or its first [`MAX_LINE`] bytes and how much was cut.
+fn cut_to_line(text: &str) -> Cow<'_, str> {
+    if text.len() <= MAX_LINE {
+        return Cow::Borrowed(text);
+    }
+    let end = (0..=MAX_LINE).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+    Cow::Owned(format!("{}… [{} more bytes cut]", &text[..end], text.len() - end))
 }
 
 /// `text` with every control character (C0, DEL, C1) and the Unicode line
@@ -112,7 +127,17 @@ pub fn escape_controls(text: &str) -> Cow<'_, str> {
 
 #[cfg(test)]
 mod tests {
-    use super::escape_controls;
+    use super::{MAX_LINE, cut_to_line, escape_controls};
+
+    #[test]
+    fn a_line_longer_than_max_line_is_cut_on_a_char_boundary_and_says_so() {
+        let long = "é".repeat(MAX_LINE);
+        let cut = cut_to_line(&long);
+        let (kept, note) = cut.split_once('…').expect("cut");
+        assert!(kept.len() <= MAX_LINE && kept.chars().all(|c| c == 'é'));
+        assert_eq!(note, format!(" [{} more bytes cut]", long.len() - kept.len()));
+        assert_eq!(cut_to_line("short"), "short");
+    }
 
     #[test]
     fn control_characters_are_escaped_and_plain_text_is_borrowed() {

@@ -9,7 +9,8 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 use crate::runtime::guest_log::GuestLog;
 
-/// Longest line kept before it is logged anyway.
+/// Longest line kept before it is logged anyway (and then cut to
+/// [`guest_log::MAX_LINE`](crate::runtime::guest_log::MAX_LINE)).
 const MAX_LINE: usize = 16 * 1024;
 
 #[derive(Clone)]
@@ -58,9 +59,15 @@ impl LineWriter {
 impl OutputStream for LineWriter {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
         for chunk in bytes.split_inclusive(|&b| b == b'\n') {
-            self.line.extend_from_slice(chunk);
-            if chunk.ends_with(b"\n") || self.line.len() >= MAX_LINE {
-                self.emit();
+            // At most MAX_LINE held, however long the write.
+            let mut rest = chunk;
+            while !rest.is_empty() {
+                let take = rest.len().min(MAX_LINE - self.line.len());
+                self.line.extend_from_slice(&rest[..take]);
+                rest = &rest[take..];
+                if self.line.ends_with(b"\n") || self.line.len() >= MAX_LINE {
+                    self.emit();
+                }
             }
         }
         Ok(())

@@ -62,5 +62,8 @@ pub fn context(log: &Arc<GuestLog>) -> WasiCtx {
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)
+        // `get-random-bytes` allocates what is asked on the host first;
+        // language runtimes ask for a few bytes (64 MiB by default).
+        .max_random_size(1 << 20)
         .build()
 }

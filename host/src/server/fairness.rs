@@ -180,14 +180,16 @@ mod tests {
         let t0 = Instant::now();
         let mut share = CpuShare::new(LIMITS, t0);
         let mut now = t0;
-        // 40 ms callbacks back to back: 13 fit in 500 ms.
+        // 40 ms callbacks back to back, each refilling 20 ms (500 ms/s):
+        // 20 ms net a callback, so 25 fit in the 500 ms bucket, and a 26th
+        // starts at exactly zero.
         let mut ran = 0;
         while share.gate(now) == Gate::Open {
             share.charge(Duration::from_millis(40));
             now += Duration::from_millis(40);
             ran += 1;
         }
-        assert_eq!(ran, 13);
+        assert_eq!(ran, 26);
         let Gate::Throttled(until) = share.gate(now) else { panic!("throttled") };
         // 20 ms overdrawn at 500 ms/s: 40 ms.
         assert_eq!(until.duration_since(now), Duration::from_millis(40));
@@ -214,8 +216,10 @@ mod tests {
         let mut share = CpuShare::new(LIMITS, t0);
         share.charge(Duration::from_millis(600));
         assert!(matches!(share.gate(t0), Gate::Throttled(_)));
-        // Quiet for 5 s, then over again: no fault, a new run.
+        // Quiet for 5 s (longer than the overrun allowance), then over
+        // again: a new run of throttles, not a fault.
         let later = t0 + Duration::from_secs(5);
+        assert_eq!(share.gate(later), Gate::Open, "refilled");
         share.charge(Duration::from_millis(1100));
         assert!(matches!(share.gate(later), Gate::Throttled(_)));
     }
