@@ -48,17 +48,33 @@ struct Spec {
     module: &'static str,
     config: String,
     on_fault: &'static str,
+    /// More `key = value` lines for the guest's table (listeners, grants).
+    extra: Vec<String>,
     limits: Vec<(&'static str, u64)>,
 }
 
 impl Spec {
     /// `guests/hostile` in `mode`, named `hostile`, restarted on faults.
     fn hostile(mode: &str) -> Spec {
-        Spec { name: "hostile".into(), module: "hostile", config: mode.into(), on_fault: "restart", limits: vec![] }
+        Spec {
+            name: "hostile".into(),
+            module: "hostile",
+            config: mode.into(),
+            on_fault: "restart",
+            extra: vec![],
+            limits: vec![],
+        }
     }
 
     fn echo(name: &str) -> Spec {
-        Spec { name: name.into(), module: "echo", config: String::new(), on_fault: "restart", limits: vec![] }
+        Spec {
+            name: name.into(),
+            module: "echo",
+            config: String::new(),
+            on_fault: "restart",
+            extra: vec![],
+            limits: vec![],
+        }
     }
 
     fn named(mut self, name: &str) -> Spec {
@@ -68,6 +84,11 @@ impl Spec {
 
     fn on_fault(mut self, policy: &'static str) -> Spec {
         self.on_fault = policy;
+        self
+    }
+
+    fn toml(mut self, line: &str) -> Spec {
+        self.extra.push(line.into());
         self
     }
 
@@ -93,6 +114,9 @@ impl ConfigFile {
             let _ = writeln!(toml, "listen = [\"127.0.0.1:0\"]");
             let _ = writeln!(toml, "config = {:?}", g.config);
             let _ = writeln!(toml, "on_fault = {:?}", g.on_fault);
+            for line in &g.extra {
+                let _ = writeln!(toml, "{line}");
+            }
             if !g.limits.is_empty() {
                 let _ = writeln!(toml, "[guest.limits]");
                 for (key, value) in &g.limits {
@@ -224,8 +248,21 @@ impl Sandbox {
         self.host.addr_of(guest)
     }
 
+    /// The address of `guest`'s WebSocket listener (`listen_ws`).
+    fn ws_addr(&self, guest: &str) -> SocketAddr {
+        self.host
+            .log_lines()
+            .iter()
+            .filter(|l| about(l, guest) && l.contains("(HTTP, WebSocket)"))
+            .find_map(|l| l.split_once("listening on ")?.1.split(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no WebSocket listener for {guest}; log:\n{}", self.host.logs()))
+    }
+
     fn connect(&self, guest: &str) -> TcpStream {
-        let addr = self.addr(guest);
+        self.connect_to(self.addr(guest))
+    }
+
+    fn connect_to(&self, addr: SocketAddr) -> TcpStream {
         let stream =
             TcpStream::connect_timeout(&addr, WAIT).unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
         configure(&stream);
@@ -675,6 +712,82 @@ fn forged_and_stale_handles_are_refused_with_invalid_handle() {
         sandbox.assert_echo_unharmed("forge-handles");
         sandbox.assert_fds_back();
     });
+}
+
+#[test]
+fn a_handle_of_one_kind_is_refused_by_every_import_of_every_other_kind() {
+    let _serial = serial();
+    bounded(TEST_LIMIT, || {
+        let mut sandbox = Sandbox::start(vec![
+            Spec::hostile("cross-kind").toml(r#"listen_ws = ["127.0.0.1:0"]"#).toml(r#"udp = ["127.0.0.1:0"]"#),
+        ]);
+        let ws_addr = sandbox.ws_addr("hostile");
+        // Each step hands the guest one handle; it logs the ones that come
+        // in a callback, so the next step waits for the log, not a sleep.
+        // The live connection, the guest's first: the verdict comes on it.
+        let mut live = LineReader::new(sandbox.connect("hostile"));
+        assert_eq!(live.line(), "conn");
+        // The live request, held unanswered.
+        let mut held = sandbox.connect_to(ws_addr);
+        held.write_all(b"GET /hold HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        sandbox.wait_for("hostile", "cross-kind: have a live request", 1);
+        // A finished request.
+        let mut done = sandbox.connect_to(ws_addr);
+        done.write_all(b"GET /done HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let (_, answer) = until_closed(&mut done);
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("\r\n\r\ndone"), "{answer}");
+        // The live WebSocket, and a closed one.
+        let mut ws = websocket(&sandbox, ws_addr, "/ws-live");
+        drop(websocket(&sandbox, ws_addr, "/ws-dead"));
+        sandbox.wait_for("hostile", "cross-kind: have a closed websocket", 1);
+        // A closed connection: the guest closes its second one at once.
+        until_closed(&mut sandbox.connect("hostile"));
+        sandbox.wait_for("hostile", "cross-kind: have a closed connection", 1);
+        sandbox.wait_for("hostile", "cross-kind: have a fired timer", 1);
+
+        live.send("check");
+        // 25 imports take a handle (10 connections, 1 listener, 1 timer, 3
+        // UDP, 7 request, 3 WebSocket); each is called with the 13 handles
+        // (7 live, 2 of them listeners; 6 dead) less the live ones of its
+        // own kind: 120 + 11 + 12 + 36 + 84 + 36.
+        let verdict = live.line();
+        assert_eq!(verdict, "ok 299", "the guest's verdict on cross-kind handles; log:\n{}", sandbox.host.logs());
+        // The live handles still did their own work, and only that: the
+        // held request got its one answer, the WebSocket its one message.
+        let (_, answer) = until_closed(&mut held);
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("\r\n\r\nheld"), "{answer}");
+        let mut frame = [0u8; 12];
+        ws.read_exact(&mut frame).expect("the live WebSocket's message");
+        assert_eq!(&frame, b"\x81\x0astill here", "one unmasked text frame");
+
+        assert_eq!(sandbox.count("hostile", "trapped in"), 0);
+        sandbox.host.assert_running();
+        sandbox.assert_echo_unharmed("cross-kind");
+        drop((live, ws));
+        sandbox.assert_fds_back();
+    });
+}
+
+/// A WebSocket connection to `path`, past its handshake.
+fn websocket(sandbox: &Sandbox, addr: SocketAddr, path: &str) -> TcpStream {
+    let mut stream = sandbox.connect_to(addr);
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    // Byte by byte: what follows the head is the guest's, not ours to eat.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).unwrap_or_else(|e| panic!("the handshake answer for {path}: {e}"));
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{path}: {head}");
+    stream
 }
 
 #[test]
