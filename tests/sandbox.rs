@@ -556,6 +556,111 @@ fn a_memory_bomb_is_stopped_at_the_memory_cap_and_the_memory_comes_back() {
     });
 }
 
+/// A component with two linear memories, in two core instances (as a
+/// component made of several modules has them), whose `init` grows each by
+/// 40 MiB and traps (`unreachable`) if a grow returns -1. Each memory alone
+/// fits a 64 MiB cap; the two together do not. (A Rust guest cannot have two
+/// memories, hence the text format.) It exports only `callbacks`, which
+/// does nothing else.
+const TWO_MEMORIES: &str = r#"
+(component
+  (core module $second
+    (memory (export "memory") 1)
+    (func (export "grow") (param i32) (result i32)
+      (memory.grow (local.get 0))))
+  (core instance $second (instantiate $second))
+  (core module $main
+    (import "second" "grow" (func $grow_second (param i32) (result i32)))
+    (memory (export "memory") 1)
+    (global $heap (mut i32) (i32.const 1024))
+    ;; A bump allocator for lifting `init`'s arguments; they are small.
+    (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
+      (local $ptr i32)
+      (local.set $ptr
+        (i32.and
+          (i32.add (global.get $heap) (i32.sub (local.get 2) (i32.const 1)))
+          (i32.sub (i32.const 0) (local.get 2))))
+      (global.set $heap (i32.add (local.get $ptr) (local.get 3)))
+      (if (i32.gt_u (global.get $heap) (i32.const 65536)) (then unreachable))
+      (local.get $ptr))
+    ;; 640 pages of 64 KiB: 40 MiB in each memory. Returns the address of
+    ;; `result<_, string>`, all zeros: `ok`.
+    (func (export "init") (param i32 i32 i32 i32) (result i32)
+      (if (i32.lt_s (memory.grow (i32.const 640)) (i32.const 0)) (then unreachable))
+      (if (i32.lt_s (call $grow_second (i32.const 640)) (i32.const 0)) (then unreachable))
+      (i32.const 16))
+    (func (export "on-accept") (param i64 i64))
+    (func (export "on-data") (param i64 i32 i32))
+    (func (export "on-eof") (param i64) (result i32) (i32.const 0))
+    (func (export "on-writable") (param i64))
+    (func (export "on-close") (param i64 i32 i32 i32))
+    (func (export "on-timer") (param i64))
+    (func (export "on-shutdown")))
+  (core instance $main (instantiate $main (with "second" (instance $second))))
+  (type $listener-info (record (field "handle" u64) (field "address" string)))
+  (type $close-reason
+    (variant (case "local") (case "peer-closed") (case "reset") (case "error" string) (case "host-shutdown")))
+  (type $eof-action (enum "close" "keep-open"))
+  (func $init (param "config" string) (param "listeners" (list $listener-info)) (result (result (error string)))
+    (canon lift (core func $main "init") (memory (core memory $main "memory")) (realloc (core func $main "cabi_realloc"))))
+  (func $on-accept (param "listener" u64) (param "conn" u64) (canon lift (core func $main "on-accept")))
+  (func $on-data (param "conn" u64) (param "data" (list u8))
+    (canon lift (core func $main "on-data") (memory (core memory $main "memory")) (realloc (core func $main "cabi_realloc"))))
+  (func $on-eof (param "conn" u64) (result $eof-action) (canon lift (core func $main "on-eof")))
+  (func $on-writable (param "conn" u64) (canon lift (core func $main "on-writable")))
+  (func $on-close (param "conn" u64) (param "reason" $close-reason)
+    (canon lift (core func $main "on-close") (memory (core memory $main "memory")) (realloc (core func $main "cabi_realloc"))))
+  (func $on-timer (param "t" u64) (canon lift (core func $main "on-timer")))
+  (func $on-shutdown (canon lift (core func $main "on-shutdown")))
+  (instance $callbacks
+    (export "listener-info" (type $listener-info))
+    (export "close-reason" (type $close-reason))
+    (export "eof-action" (type $eof-action))
+    (export "init" (func $init))
+    (export "on-accept" (func $on-accept))
+    (export "on-data" (func $on-data))
+    (export "on-eof" (func $on-eof))
+    (export "on-writable" (func $on-writable))
+    (export "on-close" (func $on-close))
+    (export "on-timer" (func $on-timer))
+    (export "on-shutdown" (func $on-shutdown)))
+  (export "wasmloop:handler/callbacks@0.1.0" (instance $callbacks)))
+"#;
+
+#[test]
+fn the_memory_cap_holds_for_all_memories_together_not_each_alone() {
+    let _serial = serial();
+    bounded(TEST_LIMIT, || {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("two-memories.wasm");
+        std::fs::write(&path, wat::parse_str(TWO_MEMORIES).expect("the component text parses")).unwrap();
+
+        // 2 x (40 MiB + a page) fit under 96 MiB: the component is sound.
+        let host = Host::command_for(&path).args(["--max-memory-mib", "96"]).spawn();
+        drop(host);
+
+        // Under 64 MiB the second grow traps, and `init` with it: at the
+        // first start that is an operator error, so the host exits.
+        let mut cmd = Command::new(HOST);
+        cmd.arg("run")
+            .arg(&path)
+            .args(["--listen", "127.0.0.1:0", "--max-memory-mib", "64"])
+            .env("XDG_CACHE_HOME", support::shared_cache_home())
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1");
+        let run = support::run_bounded(cmd, 3 * WAIT)
+            .unwrap_or_else(|e| panic!("the host kept running with 2 x 40 MiB under a 64 MiB cap: {e}"));
+        assert!(!run.status.success(), "the host started anyway ({}); log:\n{}", describe(run.status), run.stderr);
+        let error = run.stderr_lines().into_iter().rfind(|l| l.starts_with("error")).unwrap_or_default();
+        eprintln!("[two-memories] {error}");
+        assert!(error.contains("init"), "names init: {error}; log:\n{}", run.stderr);
+        // The fault is classified as the memory limit (not `unreachable`:
+        // the grow trapped, it did not return -1), and names the sum.
+        assert!(error.contains("memory limit reached"), "{error}");
+        assert!(error.contains("max_memory"), "the limit on the sum: {error}");
+    });
+}
+
 // ---- Panics ---------------------------------------------------------------------
 
 #[test]

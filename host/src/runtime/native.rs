@@ -65,7 +65,6 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::StoreLimitsBuilder;
 use wasmtime_wasi::WasiCtx;
 
 use crate::metrics::{Callback, FaultKind};
@@ -224,7 +223,7 @@ impl NativeGuest {
     pub fn start(factory: &HandlerFactory, setup: &GuestSetup) -> Result<NativeGuest, Fault> {
         // Only the guest's own limits apply: a native handler has no store,
         // and nothing reaches its (empty) WASI context.
-        let state = GuestState::new(setup, StoreLimitsBuilder::new().build(), WasiCtx::builder().build());
+        let state = GuestState::new(setup, WasiCtx::builder().build());
         let name = setup.name.clone();
         let handler = catch_unwind(AssertUnwindSafe(factory)).map_err(|panic| panicked(&name, "factory", panic))?;
         let mut native = NativeGuest { handler, state };

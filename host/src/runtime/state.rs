@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use slotmap::{Key, KeyData, SlotMap, new_key_type};
 use wasmloop_reactor::{TimerHeap, TimerId};
-use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -17,7 +16,7 @@ use crate::connection::{Connection, OutputBudget};
 use crate::grants::Grants;
 use crate::metrics::GuestMetrics;
 use crate::runtime::bindings::ErrorCode;
-use crate::runtime::limiter::MeteredLimits;
+use crate::runtime::limiter::MemoryLimiter;
 
 new_key_type! {
     /// A guest's connection handle. Its integer form (slot + generation) is
@@ -168,7 +167,9 @@ pub struct GuestLimits {
     pub callback_deadline: Duration,
     /// Longest `init` may run (language runtimes start slowly).
     pub init_deadline: Duration,
-    /// Linear memory, summed over the guest's memories.
+    /// Bytes of linear memory plus table storage (8 bytes an element), over
+    /// all of the guest's memories and tables together: one budget for its
+    /// store, not one per memory (`runtime/limiter.rs`).
     pub max_memory: usize,
     /// Bytes the host buffers per connection beyond what the kernel takes.
     pub max_output: usize,
@@ -237,7 +238,8 @@ pub struct GuestState {
     denied: HashSet<(&'static str, SocketAddr)>,
     /// `connect` without `outbound-callbacks` was logged.
     pub logged_no_outbound: bool,
-    pub store_limits: MeteredLimits,
+    /// The store's limiter: memories and tables against `max_memory`.
+    pub limiter: MemoryLimiter,
     /// Where this guest's metrics go, if anywhere.
     pub metrics: Option<Arc<GuestMetrics>>,
     wasi: WasiCtx,
@@ -245,7 +247,7 @@ pub struct GuestState {
 }
 
 impl GuestState {
-    pub fn new(setup: &GuestSetup, store_limits: StoreLimits, wasi: WasiCtx) -> GuestState {
+    pub fn new(setup: &GuestSetup, wasi: WasiCtx) -> GuestState {
         GuestState {
             name: setup.name.clone(),
             connections: SlotMap::with_key(),
@@ -266,7 +268,7 @@ impl GuestState {
             has_outbound: false,
             denied: HashSet::new(),
             logged_no_outbound: false,
-            store_limits: MeteredLimits::new(store_limits, setup.metrics.clone()),
+            limiter: MemoryLimiter::new(setup.limits.max_memory, setup.metrics.clone()),
             metrics: setup.metrics.clone(),
             wasi,
             table: ResourceTable::new(),
