@@ -48,6 +48,8 @@ struct Spec {
     module: &'static str,
     config: String,
     on_fault: &'static str,
+    /// More `key = value` lines for the guest's table (listeners, grants).
+    extra: Vec<String>,
     limits: Vec<(&'static str, u64)>,
     /// The config key of its one listener: `listen`, or `listen_ws`.
     listen: &'static str,
@@ -61,6 +63,7 @@ impl Spec {
             module: "hostile",
             config: mode.into(),
             on_fault: "restart",
+            extra: vec![],
             limits: vec![],
             listen: "listen",
         }
@@ -72,6 +75,7 @@ impl Spec {
             module: "echo",
             config: String::new(),
             on_fault: "restart",
+            extra: vec![],
             limits: vec![],
             listen: "listen",
         }
@@ -84,6 +88,7 @@ impl Spec {
             module: "ws_chat",
             config: String::new(),
             on_fault: "restart",
+            extra: vec![],
             limits: vec![],
             listen: "listen_ws",
         }
@@ -96,6 +101,11 @@ impl Spec {
 
     fn on_fault(mut self, policy: &'static str) -> Spec {
         self.on_fault = policy;
+        self
+    }
+
+    fn toml(mut self, line: &str) -> Spec {
+        self.extra.push(line.into());
         self
     }
 
@@ -121,6 +131,9 @@ impl ConfigFile {
             let _ = writeln!(toml, "{} = [\"127.0.0.1:0\"]", g.listen);
             let _ = writeln!(toml, "config = {:?}", g.config);
             let _ = writeln!(toml, "on_fault = {:?}", g.on_fault);
+            for line in &g.extra {
+                let _ = writeln!(toml, "{line}");
+            }
             if !g.limits.is_empty() {
                 let _ = writeln!(toml, "[guest.limits]");
                 for (key, value) in &g.limits {
@@ -257,8 +270,21 @@ impl Sandbox {
         self.host.addr_of(guest)
     }
 
+    /// The address of `guest`'s WebSocket listener (`listen_ws`).
+    fn ws_addr(&self, guest: &str) -> SocketAddr {
+        self.host
+            .log_lines()
+            .iter()
+            .filter(|l| about(l, guest) && l.contains("(HTTP, WebSocket)"))
+            .find_map(|l| l.split_once("listening on ")?.1.split(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no WebSocket listener for {guest}; log:\n{}", self.host.logs()))
+    }
+
     fn connect(&self, guest: &str) -> TcpStream {
-        let addr = self.addr(guest);
+        self.connect_to(self.addr(guest))
+    }
+
+    fn connect_to(&self, addr: SocketAddr) -> TcpStream {
         let stream =
             TcpStream::connect_timeout(&addr, WAIT).unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
         configure(&stream);
@@ -552,6 +578,111 @@ fn a_memory_bomb_is_stopped_at_the_memory_cap_and_the_memory_comes_back() {
     });
 }
 
+/// A component with two linear memories, in two core instances (as a
+/// component made of several modules has them), whose `init` grows each by
+/// 40 MiB and traps (`unreachable`) if a grow returns -1. Each memory alone
+/// fits a 64 MiB cap; the two together do not. (A Rust guest cannot have two
+/// memories, hence the text format.) It exports only `callbacks`, which
+/// does nothing else.
+const TWO_MEMORIES: &str = r#"
+(component
+  (core module $second
+    (memory (export "memory") 1)
+    (func (export "grow") (param i32) (result i32)
+      (memory.grow (local.get 0))))
+  (core instance $second (instantiate $second))
+  (core module $main
+    (import "second" "grow" (func $grow_second (param i32) (result i32)))
+    (memory (export "memory") 1)
+    (global $heap (mut i32) (i32.const 1024))
+    ;; A bump allocator for lifting `init`'s arguments; they are small.
+    (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
+      (local $ptr i32)
+      (local.set $ptr
+        (i32.and
+          (i32.add (global.get $heap) (i32.sub (local.get 2) (i32.const 1)))
+          (i32.sub (i32.const 0) (local.get 2))))
+      (global.set $heap (i32.add (local.get $ptr) (local.get 3)))
+      (if (i32.gt_u (global.get $heap) (i32.const 65536)) (then unreachable))
+      (local.get $ptr))
+    ;; 640 pages of 64 KiB: 40 MiB in each memory. Returns the address of
+    ;; `result<_, string>`, all zeros: `ok`.
+    (func (export "init") (param i32 i32 i32 i32) (result i32)
+      (if (i32.lt_s (memory.grow (i32.const 640)) (i32.const 0)) (then unreachable))
+      (if (i32.lt_s (call $grow_second (i32.const 640)) (i32.const 0)) (then unreachable))
+      (i32.const 16))
+    (func (export "on-accept") (param i64 i64))
+    (func (export "on-data") (param i64 i32 i32))
+    (func (export "on-eof") (param i64) (result i32) (i32.const 0))
+    (func (export "on-writable") (param i64))
+    (func (export "on-close") (param i64 i32 i32 i32))
+    (func (export "on-timer") (param i64))
+    (func (export "on-shutdown")))
+  (core instance $main (instantiate $main (with "second" (instance $second))))
+  (type $listener-info (record (field "handle" u64) (field "address" string)))
+  (type $close-reason
+    (variant (case "local") (case "peer-closed") (case "reset") (case "error" string) (case "host-shutdown")))
+  (type $eof-action (enum "close" "keep-open"))
+  (func $init (param "config" string) (param "listeners" (list $listener-info)) (result (result (error string)))
+    (canon lift (core func $main "init") (memory (core memory $main "memory")) (realloc (core func $main "cabi_realloc"))))
+  (func $on-accept (param "listener" u64) (param "conn" u64) (canon lift (core func $main "on-accept")))
+  (func $on-data (param "conn" u64) (param "data" (list u8))
+    (canon lift (core func $main "on-data") (memory (core memory $main "memory")) (realloc (core func $main "cabi_realloc"))))
+  (func $on-eof (param "conn" u64) (result $eof-action) (canon lift (core func $main "on-eof")))
+  (func $on-writable (param "conn" u64) (canon lift (core func $main "on-writable")))
+  (func $on-close (param "conn" u64) (param "reason" $close-reason)
+    (canon lift (core func $main "on-close") (memory (core memory $main "memory")) (realloc (core func $main "cabi_realloc"))))
+  (func $on-timer (param "t" u64) (canon lift (core func $main "on-timer")))
+  (func $on-shutdown (canon lift (core func $main "on-shutdown")))
+  (instance $callbacks
+    (export "listener-info" (type $listener-info))
+    (export "close-reason" (type $close-reason))
+    (export "eof-action" (type $eof-action))
+    (export "init" (func $init))
+    (export "on-accept" (func $on-accept))
+    (export "on-data" (func $on-data))
+    (export "on-eof" (func $on-eof))
+    (export "on-writable" (func $on-writable))
+    (export "on-close" (func $on-close))
+    (export "on-timer" (func $on-timer))
+    (export "on-shutdown" (func $on-shutdown)))
+  (export "wasmloop:handler/callbacks@0.1.0" (instance $callbacks)))
+"#;
+
+#[test]
+fn the_memory_cap_holds_for_all_memories_together_not_each_alone() {
+    let _serial = serial();
+    bounded(TEST_LIMIT, || {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("two-memories.wasm");
+        std::fs::write(&path, wat::parse_str(TWO_MEMORIES).expect("the component text parses")).unwrap();
+
+        // 2 x (40 MiB + a page) fit under 96 MiB: the component is sound.
+        let host = Host::command_for(&path).args(["--max-memory-mib", "96"]).spawn();
+        drop(host);
+
+        // Under 64 MiB the second grow traps, and `init` with it: at the
+        // first start that is an operator error, so the host exits.
+        let mut cmd = Command::new(HOST);
+        cmd.arg("run")
+            .arg(&path)
+            .args(["--listen", "127.0.0.1:0", "--max-memory-mib", "64"])
+            .env("XDG_CACHE_HOME", support::shared_cache_home())
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1");
+        let run = support::run_bounded(cmd, 3 * WAIT)
+            .unwrap_or_else(|e| panic!("the host kept running with 2 x 40 MiB under a 64 MiB cap: {e}"));
+        assert!(!run.status.success(), "the host started anyway ({}); log:\n{}", describe(run.status), run.stderr);
+        let error = run.stderr_lines().into_iter().rfind(|l| l.starts_with("error")).unwrap_or_default();
+        eprintln!("[two-memories] {error}");
+        assert!(error.contains("init"), "names init: {error}; log:\n{}", run.stderr);
+        // The fault is classified as the memory limit (not `unreachable`:
+        // the grow trapped, it did not return -1), and names the sum.
+        assert!(error.contains("memory limit reached"), "{error}");
+        assert!(error.contains("max_memory"), "the limit on the sum: {error}");
+    });
+}
+
 // ---- Panics ---------------------------------------------------------------------
 
 #[test]
@@ -708,6 +839,82 @@ fn forged_and_stale_handles_are_refused_with_invalid_handle() {
         sandbox.assert_echo_unharmed("forge-handles");
         sandbox.assert_fds_back();
     });
+}
+
+#[test]
+fn a_handle_of_one_kind_is_refused_by_every_import_of_every_other_kind() {
+    let _serial = serial();
+    bounded(TEST_LIMIT, || {
+        let mut sandbox = Sandbox::start(vec![
+            Spec::hostile("cross-kind").toml(r#"listen_ws = ["127.0.0.1:0"]"#).toml(r#"udp = ["127.0.0.1:0"]"#),
+        ]);
+        let ws_addr = sandbox.ws_addr("hostile");
+        // Each step hands the guest one handle; it logs the ones that come
+        // in a callback, so the next step waits for the log, not a sleep.
+        // The live connection, the guest's first: the verdict comes on it.
+        let mut live = LineReader::new(sandbox.connect("hostile"));
+        assert_eq!(live.line(), "conn");
+        // The live request, held unanswered.
+        let mut held = sandbox.connect_to(ws_addr);
+        held.write_all(b"GET /hold HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        sandbox.wait_for("hostile", "cross-kind: have a live request", 1);
+        // A finished request.
+        let mut done = sandbox.connect_to(ws_addr);
+        done.write_all(b"GET /done HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let (_, answer) = until_closed(&mut done);
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("\r\n\r\ndone"), "{answer}");
+        // The live WebSocket, and a closed one.
+        let mut ws = websocket(&sandbox, ws_addr, "/ws-live");
+        drop(websocket(&sandbox, ws_addr, "/ws-dead"));
+        sandbox.wait_for("hostile", "cross-kind: have a closed websocket", 1);
+        // A closed connection: the guest closes its second one at once.
+        until_closed(&mut sandbox.connect("hostile"));
+        sandbox.wait_for("hostile", "cross-kind: have a closed connection", 1);
+        sandbox.wait_for("hostile", "cross-kind: have a fired timer", 1);
+
+        live.send("check");
+        // 25 imports take a handle (10 connections, 1 listener, 1 timer, 3
+        // UDP, 7 request, 3 WebSocket); each is called with the 13 handles
+        // (7 live, 2 of them listeners; 6 dead) less the live ones of its
+        // own kind: 120 + 11 + 12 + 36 + 84 + 36.
+        let verdict = live.line();
+        assert_eq!(verdict, "ok 299", "the guest's verdict on cross-kind handles; log:\n{}", sandbox.host.logs());
+        // The live handles still did their own work, and only that: the
+        // held request got its one answer, the WebSocket its one message.
+        let (_, answer) = until_closed(&mut held);
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("\r\n\r\nheld"), "{answer}");
+        let mut frame = [0u8; 12];
+        ws.read_exact(&mut frame).expect("the live WebSocket's message");
+        assert_eq!(&frame, b"\x81\x0astill here", "one unmasked text frame");
+
+        assert_eq!(sandbox.count("hostile", "trapped in"), 0);
+        sandbox.host.assert_running();
+        sandbox.assert_echo_unharmed("cross-kind");
+        drop((live, ws));
+        sandbox.assert_fds_back();
+    });
+}
+
+/// A WebSocket connection to `path`, past its handshake.
+fn websocket(sandbox: &Sandbox, addr: SocketAddr, path: &str) -> TcpStream {
+    let mut stream = sandbox.connect_to(addr);
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    // Byte by byte: what follows the head is the guest's, not ours to eat.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).unwrap_or_else(|e| panic!("the handshake answer for {path}: {e}"));
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{path}: {head}");
+    stream
 }
 
 #[test]

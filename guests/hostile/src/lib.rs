@@ -38,13 +38,34 @@
 //! - `log-flood`: `on_accept` logs 5,000 lines through `log` and 5,000 to
 //!   stdout, the first of each with a forged host log line after a newline
 //!   and a terminal escape, then replies `logged`.
+//! - `cross-kind`: calls every import that takes a handle with a live handle
+//!   of every other kind (connection, listener, request, WebSocket, timer,
+//!   UDP socket) and with dead handles of every kind (a closed connection,
+//!   a finished request, a closed WebSocket, a fired and a cancelled timer,
+//!   a closed UDP socket), expecting `invalid-handle` from each. It needs a
+//!   raw TCP listener, a WebSocket listener and a UDP grant of
+//!   `127.0.0.1:0`; `init` binds two UDP sockets (closing one) and sets its
+//!   timers. The client then: connects to the raw listener (the live
+//!   connection, answered `conn`); sends `GET /hold` (the live request, held
+//!   unanswered), `GET /done` (answered `done`: a finished request),
+//!   upgrades `/ws-live` (the live WebSocket) and `/ws-dead` (then drops it:
+//!   a closed WebSocket) on the WebSocket listener; connects to the raw
+//!   listener again (closed at once: a closed connection). The guest logs
+//!   `cross-kind: have <what>` for each handle that comes in a callback. On
+//!   `check` from the live connection it makes the calls, then uses each
+//!   live handle for real (the held request gets `200 held`, the WebSocket
+//!   the text `still here`) and replies `ok <calls>` or `bad <what went
+//!   wrong>`.
 //!
 //! Unless the mode says otherwise, a new connection is greeted with `hi`.
 
 use std::fmt::Debug;
 use std::time::Duration;
 
-use wasmloop_sdk::{CloseReason, Connection, EofAction, Error, Handler, Instant, Listener, Timer, export, info};
+use wasmloop_sdk::{
+    CloseReason, Connection, DatagramError, EofAction, Error, Handler, Instant, Listener, Request, RequestHead, Timer,
+    UdpSocket, WebSocket, export, info,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
@@ -67,6 +88,7 @@ enum Mode {
     TimerStorm,
     BusyEcho,
     LogFlood,
+    CrossKind,
 }
 
 impl Mode {
@@ -91,6 +113,7 @@ impl Mode {
             "timer-storm" => Mode::TimerStorm,
             "busy-echo" => Mode::BusyEcho,
             "log-flood" => Mode::LogFlood,
+            "cross-kind" => Mode::CrossKind,
             _ => return None,
         })
     }
@@ -106,6 +129,7 @@ impl Mode {
                 | Mode::WriteFlood
                 | Mode::BusyEcho
                 | Mode::LogFlood
+                | Mode::CrossKind
         )
     }
 }
@@ -129,6 +153,7 @@ struct Hostile {
     /// Memory reserved by `memory-bomb`.
     hoard: Vec<Vec<u8>>,
     forge: Forge,
+    cross: Cross,
     flood: Option<Flood>,
     /// `CHUNK + PERIOD` bytes of the flood pattern: any chunk of the stream
     /// is a slice of it.
@@ -155,6 +180,27 @@ struct Forge {
     rng: u64,
 }
 
+/// The handles `cross-kind` collects: one live handle of each kind, and one
+/// dead handle of each kind that has generations.
+#[derive(Default)]
+struct Cross {
+    listeners: Vec<Listener>,
+    conn: Option<Connection>,
+    request: Option<Request>,
+    websocket: Option<WebSocket>,
+    /// An hour away, so it is live during the checks.
+    timer: Option<Timer>,
+    udp: Option<UdpSocket>,
+    closed_conn: Option<Connection>,
+    finished_request: Option<Request>,
+    closed_websocket: Option<WebSocket>,
+    /// The 1 ms timer set by `init`, until it fires; then `fired`.
+    firing: Option<Timer>,
+    fired: Option<Timer>,
+    cancelled: Option<Timer>,
+    closed_udp: Option<UdpSocket>,
+}
+
 struct Flood {
     conn: Connection,
     /// Bytes the host took so far.
@@ -165,7 +211,7 @@ struct Flood {
 }
 
 impl Handler for Hostile {
-    fn init(config: &str, _listeners: &[Listener]) -> Result<Self, String> {
+    fn init(config: &str, listeners: &[Listener]) -> Result<Self, String> {
         let mode = Mode::parse(config).ok_or_else(|| format!("hostile: unknown mode {config:?}"))?;
         let timer = |delay| Timer::after(delay).map_err(|e| format!("hostile: cannot set a timer: {e}"));
         let mut forge = Forge { rng: Instant::now().as_nanos() | 1, ..Forge::default() };
@@ -191,8 +237,25 @@ impl Handler for Hostile {
             }
             _ => {}
         }
+        let mut cross = Cross::default();
+        if mode == Mode::CrossKind {
+            let bind = || {
+                UdpSocket::bind("127.0.0.1:0")
+                    .map_err(|e| format!("hostile: cross-kind needs a UDP grant of 127.0.0.1:0: {e}"))
+            };
+            cross.listeners = listeners.to_vec();
+            cross.timer = Some(timer(HOUR)?);
+            cross.firing = Some(timer(Duration::from_millis(1))?);
+            let cancelled = timer(HOUR)?;
+            cancelled.cancel().map_err(|e| format!("hostile: cannot cancel a timer: {e}"))?;
+            cross.cancelled = Some(cancelled);
+            cross.udp = Some(bind()?);
+            let closed = bind()?;
+            closed.close().map_err(|e| format!("hostile: cannot close a UDP socket: {e}"))?;
+            cross.closed_udp = Some(closed);
+        }
         let pattern = (0..CHUNK + PERIOD).map(|k| (k % PERIOD) as u8).collect();
-        Ok(Hostile { mode, hoard: Vec::new(), forge, flood: None, pattern, storm: 0 })
+        Ok(Hostile { mode, hoard: Vec::new(), forge, cross, flood: None, pattern, storm: 0 })
     }
 
     fn on_accept(&mut self, listener: Listener, conn: Connection) {
@@ -230,6 +293,15 @@ impl Handler for Hostile {
                     println!("flood {i}");
                 }
                 let _ = conn.write(b"logged\n");
+            }
+            Mode::CrossKind => {
+                if self.cross.conn.is_none() {
+                    self.cross.conn = Some(conn);
+                    let _ = conn.write(b"conn\n");
+                } else {
+                    // The second connection only leaves a dead handle.
+                    let _ = conn.close();
+                }
             }
             Mode::TimerFlood => {
                 let reply = timer_flood();
@@ -275,6 +347,17 @@ impl Handler for Hostile {
             Mode::MemoryBomb => loop {
                 self.hoard.push(Vec::with_capacity(4 << 20));
             },
+            Mode::CrossKind if Some(conn) == self.cross.conn && data.trim_ascii() == b"check" => {
+                let reply = match self.cross_checks() {
+                    Ok(calls) => format!("ok {calls}\n"),
+                    Err(problems) => {
+                        // Enough to see what went wrong, in one line.
+                        let shown: Vec<&str> = problems.iter().take(20).map(String::as_str).collect();
+                        format!("bad ({} problems) {}\n", problems.len(), shown.join("; "))
+                    }
+                };
+                let _ = conn.write(reply.as_bytes());
+            }
             Mode::WriteFlood if data.trim_ascii() == b"stop" => {
                 if let Some(flood) = self.flood.take().filter(|f| f.conn == conn) {
                     let _ = flood.ticker.cancel();
@@ -312,6 +395,10 @@ impl Handler for Hostile {
         match self.mode {
             Mode::PanicClose => panic!("hostile: panic in on_close"),
             Mode::ForgeHandles => self.forge.closed = Some(conn),
+            Mode::CrossKind if Some(conn) != self.cross.conn => {
+                self.cross.closed_conn = Some(conn);
+                info!("cross-kind: have a closed connection");
+            }
             Mode::WriteFlood if self.flood.as_ref().is_some_and(|f| f.conn == conn) => {
                 if let Some(flood) = self.flood.take() {
                     let _ = flood.ticker.cancel();
@@ -339,6 +426,10 @@ impl Handler for Hostile {
             Mode::ForgeHandles if self.forge.firing == Some(timer) => {
                 self.forge.fired = self.forge.firing.take();
             }
+            Mode::CrossKind if self.cross.firing == Some(timer) => {
+                self.cross.fired = self.cross.firing.take();
+                info!("cross-kind: have a fired timer");
+            }
             Mode::WriteFlood => {
                 if let Some(mut flood) = self.flood.take() {
                     self.fill(&mut flood);
@@ -352,6 +443,40 @@ impl Handler for Hostile {
     fn on_shutdown(&mut self) {
         if self.mode == Mode::PanicShutdown {
             panic!("hostile: panic in on_shutdown");
+        }
+    }
+
+    fn on_request(&mut self, req: Request, head: &RequestHead, _body: &[u8], _end: bool) {
+        if self.mode != Mode::CrossKind {
+            let _ = req.respond(501, &[], b"");
+            return;
+        }
+        let cross = &mut self.cross;
+        match head.path() {
+            "/hold" if cross.request.is_none() => {
+                cross.request = Some(req);
+                info!("cross-kind: have a live request");
+            }
+            // Dead once this callback returns: the response is done.
+            "/done" => {
+                let _ = req.respond(200, &[], b"done");
+                cross.finished_request = Some(req);
+            }
+            "/ws-live" | "/ws-dead" if head.is_websocket() => match req.accept_websocket(None) {
+                Ok(ws) if head.path() == "/ws-live" => cross.websocket = Some(ws),
+                Ok(_) => {}
+                Err(e) => info!("cross-kind: cannot accept a WebSocket: {e}"),
+            },
+            _ => {
+                let _ = req.respond(404, &[], b"");
+            }
+        }
+    }
+
+    fn on_websocket_close(&mut self, ws: WebSocket, _code: u16, _reason: &str) {
+        if self.mode == Mode::CrossKind && Some(ws) != self.cross.websocket {
+            self.cross.closed_websocket = Some(ws);
+            info!("cross-kind: have a closed websocket");
         }
     }
 }
@@ -508,6 +633,96 @@ impl Hostile {
         p
     }
 
+    /// `cross-kind`: every import that takes a handle, with every handle of
+    /// another kind and every dead handle. Returns the number of calls made,
+    /// or what was not refused as it should be.
+    fn cross_checks(&mut self) -> Result<usize, Vec<String>> {
+        let c = &self.cross;
+        let mut p = Vec::new();
+        let (
+            Some(conn),
+            Some(request),
+            Some(websocket),
+            Some(timer),
+            Some(udp),
+            Some(closed_conn),
+            Some(finished_request),
+            Some(closed_websocket),
+            Some(fired),
+            Some(cancelled),
+            Some(closed_udp),
+            &[first, second],
+        ) = (
+            c.conn,
+            c.request,
+            c.websocket,
+            c.timer,
+            c.udp,
+            c.closed_conn,
+            c.finished_request,
+            c.closed_websocket,
+            c.fired,
+            c.cancelled,
+            c.closed_udp,
+            &c.listeners[..],
+        )
+        else {
+            return Err(vec!["setup incomplete: a handle is missing, or not two listeners".into()]);
+        };
+        // (name, kind, the integer, live)
+        let handles = [
+            ("the live connection", Kind::Conn, conn.raw(), true),
+            ("the first listener", Kind::Listener, first.raw(), true),
+            ("the second listener", Kind::Listener, second.raw(), true),
+            ("the live request", Kind::Request, request.raw(), true),
+            ("the live websocket", Kind::WebSocket, websocket.raw(), true),
+            ("the live timer", Kind::Timer, timer.raw(), true),
+            ("the live UDP socket", Kind::Udp, udp.raw(), true),
+            ("a closed connection", Kind::Conn, closed_conn.raw(), false),
+            ("a finished request", Kind::Request, finished_request.raw(), false),
+            ("a closed websocket", Kind::WebSocket, closed_websocket.raw(), false),
+            ("a fired timer", Kind::Timer, fired.raw(), false),
+            ("a cancelled timer", Kind::Timer, cancelled.raw(), false),
+            ("a closed UDP socket", Kind::Udp, closed_udp.raw(), false),
+        ];
+        let mut calls = 0;
+        for (name, kind, raw, live) in handles {
+            let before = p.len();
+            // Harmless calls first: if one reached a live object, the
+            // destructive ones would destroy it (perhaps the connection the
+            // verdict goes out on), so they are skipped for this handle.
+            for destructive in [false, true] {
+                if destructive && p.len() > before {
+                    break;
+                }
+                for (import, of, harms, call) in IMPORTS {
+                    if *harms != destructive || (*of == kind && live) {
+                        continue;
+                    }
+                    calls += 1;
+                    if let Err(got) = call(raw) {
+                        p.push(format!("{import}({name} {raw:#x}): {got}, want invalid-handle"));
+                    }
+                }
+            }
+        }
+
+        // The live handles still work, each for its own kind.
+        match conn.buffered() {
+            Ok(0) => {}
+            other => p.push(format!("buffered(the live connection): {other:?}, want Ok(0): a forged write reached it")),
+        }
+        expect_ok(&mut p, "the first listener's address", first.address());
+        expect_ok(&mut p, "the second listener's address", second.address());
+        if let Err(e) = udp.local_address() {
+            p.push(format!("the live UDP socket's address: {e:?}"));
+        }
+        expect_ok(&mut p, "cancel(the live timer)", timer.cancel());
+        expect_ok(&mut p, "send on the live websocket", websocket.send_text("still here"));
+        expect_ok(&mut p, "respond to the live request", request.respond(200, &[], b"held"));
+        if p.is_empty() { Ok(calls) } else { Err(p) }
+    }
+
     fn next_random(&mut self) -> u64 {
         let x = &mut self.forge.rng;
         *x ^= *x << 13;
@@ -516,6 +731,67 @@ impl Hostile {
         *x
     }
 }
+
+/// The kinds of handle, for `cross-kind`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Conn,
+    Listener,
+    Request,
+    WebSocket,
+    Timer,
+    Udp,
+}
+
+/// `Ok` if the call was refused as invalid-handle, else what came back.
+type Refused = Result<(), String>;
+
+fn refused<T: Debug>(got: Result<T, Error>) -> Refused {
+    match got {
+        Err(Error::InvalidHandle) => Ok(()),
+        other => Err(format!("{other:?}")),
+    }
+}
+
+fn refused_udp<T: Debug>(got: Result<T, DatagramError>) -> Refused {
+    match got {
+        Err(DatagramError::InvalidHandle) => Ok(()),
+        other => Err(format!("{other:?}")),
+    }
+}
+
+/// An import that takes a handle: its WIT name, the kind of handle it takes,
+/// whether it destroys what a handle names, and a call of it.
+type Import = (&'static str, Kind, bool, fn(u64) -> Refused);
+
+/// Every import that takes a handle.
+const IMPORTS: &[Import] = &[
+    ("connections.write", Kind::Conn, false, |h| refused(Connection::from_raw(h).write(b"forged"))),
+    ("connections.buffered", Kind::Conn, false, |h| refused(Connection::from_raw(h).buffered())),
+    ("connections.peer-address", Kind::Conn, false, |h| refused(Connection::from_raw(h).peer_address())),
+    ("connections.local-address", Kind::Conn, false, |h| refused(Connection::from_raw(h).local_address())),
+    ("connections.notify-writable", Kind::Conn, false, |h| refused(Connection::from_raw(h).notify_writable())),
+    ("connections.pause-reading", Kind::Conn, false, |h| refused(Connection::from_raw(h).pause_reading())),
+    ("connections.resume-reading", Kind::Conn, false, |h| refused(Connection::from_raw(h).resume_reading())),
+    ("connections.shutdown-write", Kind::Conn, true, |h| refused(Connection::from_raw(h).shutdown_write())),
+    ("connections.close", Kind::Conn, true, |h| refused(Connection::from_raw(h).close())),
+    ("connections.abort", Kind::Conn, true, |h| refused(Connection::from_raw(h).abort())),
+    ("connections.listener-address", Kind::Listener, false, |h| refused(Listener::from_raw(h).address())),
+    ("timers.cancel", Kind::Timer, true, |h| refused(Timer::from_raw(h).cancel())),
+    ("datagrams.local-address", Kind::Udp, false, |h| refused_udp(UdpSocket::from_raw(h).local_address())),
+    ("datagrams.send-to", Kind::Udp, false, |h| refused_udp(UdpSocket::from_raw(h).send_to("127.0.0.1:9", b"forged"))),
+    ("datagrams.close", Kind::Udp, true, |h| refused_udp(UdpSocket::from_raw(h).close())),
+    ("http.peer-address", Kind::Request, false, |h| refused(Request::from_raw(h).peer_address())),
+    ("http.notify-writable", Kind::Request, false, |h| refused(Request::from_raw(h).notify_writable())),
+    ("http.respond-write", Kind::Request, false, |h| refused(Request::from_raw(h).write(b"forged"))),
+    ("http.respond", Kind::Request, true, |h| refused(Request::from_raw(h).respond(200, &[], b"forged"))),
+    ("http.respond-start", Kind::Request, true, |h| refused(Request::from_raw(h).start(200, &[]))),
+    ("http.respond-finish", Kind::Request, true, |h| refused(Request::from_raw(h).finish())),
+    ("http.accept-websocket", Kind::Request, true, |h| refused(Request::from_raw(h).accept_websocket(None))),
+    ("http.send", Kind::WebSocket, false, |h| refused(WebSocket::from_raw(h).send_text("forged"))),
+    ("http.websocket-notify-writable", Kind::WebSocket, false, |h| refused(WebSocket::from_raw(h).notify_writable())),
+    ("http.close-websocket", Kind::WebSocket, true, |h| refused(WebSocket::from_raw(h).close(1000, "forged"))),
+];
 
 /// Starts hour-long timers until the host says `limit-reached`; cancels
 /// them all and checks the limit was released. The reply for the client.

@@ -135,7 +135,8 @@ impl Callback {
 pub enum FaultKind {
     /// Still running at the callback deadline (epoch interruption).
     Deadline,
-    /// A `memory.grow` over the guest's memory limit.
+    /// A memory or table grow over the guest's memory limit (`max_memory`,
+    /// memories and tables together), or one that failed.
     MemoryLimit,
     /// A memory or table access out of bounds.
     OutOfBounds,

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::{Store, StoreLimitsBuilder, Trap, WasmBacktrace};
+use wasmtime::{Store, Trap, WasmBacktrace};
 
 use wasmtime::component::{ComponentType, Func, Lower};
 
@@ -15,19 +15,12 @@ use crate::runtime::bindings::{
     Migration, OutboundCallbacks,
 };
 use crate::runtime::guest_log::GuestLog;
+use crate::runtime::limiter::LimitExceeded;
 use crate::runtime::load::{Module, Runtime};
 use crate::runtime::poll::Blocked;
 use crate::runtime::state::{GuestSetup, GuestState};
 use crate::runtime::ticker::EpochTicker;
 use crate::runtime::wasi;
-
-/// Bounds on what one guest's component may create. A componentize-py
-/// (Python) component instantiates 38 core modules: CPython, its shared
-/// libraries, the runtime and one stub per WASI interface.
-const MAX_INSTANCES: usize = 64;
-const MAX_TABLES: usize = 16;
-const MAX_MEMORIES: usize = 4;
-const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 /// A guest trapped (or failed to start). The instance is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -132,25 +125,18 @@ impl Guest {
     pub fn instantiate(runtime: &Runtime, module: &Module, setup: &GuestSetup) -> Result<Guest, Fault> {
         let name = setup.name.clone();
         let limits = &setup.limits;
-        let store_limits = StoreLimitsBuilder::new()
-            .memory_size(limits.max_memory)
-            .trap_on_grow_failure(true)
-            // A guest gets one instance (plus its WASI adapter's); tables and
-            // memories are bounded so a hostile component cannot multiply them.
-            .instances(MAX_INSTANCES)
-            .tables(MAX_TABLES)
-            .memories(MAX_MEMORIES)
-            .table_elements(MAX_TABLE_ELEMENTS)
-            .build();
         let log = Arc::new(GuestLog::new(
             name.clone(),
             module.version.as_str().into(),
             limits.log_lines_per_sec,
             setup.metrics.clone(),
         ));
-        let state = GuestState::new(setup, store_limits, log.clone(), wasi::context(&log));
+        let state = GuestState::new(setup, log.clone(), wasi::context(&log));
         let mut store = Store::new(&runtime.engine, state);
-        store.limiter(|s| &mut s.store_limits);
+        // Memories and tables together within `max_memory`; instances,
+        // memories and tables bounded so a hostile component cannot
+        // multiply them (runtime/limiter.rs).
+        store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(runtime.ticks(limits.init_deadline));
         let fault = |what, e: wasmtime::Error| Fault {
             guest: name.clone(),
@@ -377,7 +363,7 @@ fn kind(e: &wasmtime::Error) -> FaultKind {
         }
         Some(Trap::IndirectCallToNull | Trap::BadSignature) => FaultKind::IndirectCall,
         Some(_) => FaultKind::Other,
-        None if e.root_cause().to_string().contains("growing memory") => FaultKind::MemoryLimit,
+        None if e.downcast_ref::<LimitExceeded>().is_some() => FaultKind::MemoryLimit,
         None if e.downcast_ref::<Blocked>().is_some() => FaultKind::Blocked,
         None => FaultKind::Other,
     }
@@ -388,11 +374,11 @@ fn describe(e: &wasmtime::Error, deadline: Duration) -> String {
     let mut text = match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => format!("deadline exceeded: still running after {deadline:?} (epoch interruption)"),
         Some(trap) => format!("{trap}"),
-        // The store limiter refused a `memory.grow`: say which limit.
-        None if e.root_cause().to_string().contains("growing memory") => {
-            format!("memory limit reached: {}", e.root_cause())
-        }
-        None => format!("{:#}", e.root_cause()),
+        // The store limiter refused a grow (or one failed): say which limit.
+        None => match e.downcast_ref::<LimitExceeded>() {
+            Some(limit) => format!("memory limit reached: {limit}"),
+            None => format!("{:#}", e.root_cause()),
+        },
     };
     if let Some(bt) = e.downcast_ref::<WasmBacktrace>() {
         text.push('\n');

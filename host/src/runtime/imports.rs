@@ -4,13 +4,13 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use wasmloop_reactor::{TimerId, Token};
+use wasmloop_reactor::Token;
 use wasmtime::StoreContextMut;
 use wasmtime::component::{Linker, WasmList};
 
 use crate::runtime::bindings::wasmloop::handler::{clock, datagrams, log, outbound, timers};
 use crate::runtime::bindings::{CloseReason, ErrorCode, Level};
-use crate::runtime::state::GuestState;
+use crate::runtime::state::{GuestState, timer_handle, timer_id};
 
 type Reply<T> = wasmtime::Result<(Result<T, ErrorCode>,)>;
 
@@ -158,7 +158,7 @@ impl GuestState {
 
     /// `timers.cancel`.
     pub fn cancel_timer(&mut self, t: u64) -> Result<(), ErrorCode> {
-        if self.timers.cancel(TimerId::from_u64(t)) { Ok(()) } else { Err(ErrorCode::InvalidHandle) }
+        if self.timers.cancel(timer_id(t)) { Ok(()) } else { Err(ErrorCode::InvalidHandle) }
     }
 
     fn start_timer(&mut self, delay: Duration, interval: Option<Duration>) -> Result<u64, ErrorCode> {
@@ -166,7 +166,7 @@ impl GuestState {
             return Err(ErrorCode::LimitReached);
         }
         let deadline = std::time::Instant::now().checked_add(delay).ok_or(ErrorCode::InvalidArgument)?;
-        Ok(self.timers.insert(deadline, interval, Token(0)).to_u64())
+        Ok(timer_handle(self.timers.insert(deadline, interval, Token(0))))
     }
 }
 

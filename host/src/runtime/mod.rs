@@ -29,6 +29,7 @@ pub use load::{LoadError, Loader, Module, Runtime};
 pub use sockets::connect_error;
 pub use state::{
     ConnKey, GuestLimits, GuestSetup, GuestState, Handle, ListenerGrant, ReqKey, UdpKey, UdpSocket, WsKey,
+    timer_handle, timer_id,
 };
 
 /// Runs `f` (the event loop) with a current-thread tokio context entered.

@@ -65,7 +65,6 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::StoreLimitsBuilder;
 use wasmtime_wasi::WasiCtx;
 
 use crate::metrics::{Callback, FaultKind};
@@ -227,8 +226,7 @@ impl NativeGuest {
         // and nothing reaches its (empty) WASI context.
         let log =
             GuestLog::new(setup.name.clone(), "native".into(), setup.limits.log_lines_per_sec, setup.metrics.clone());
-        let state =
-            GuestState::new(setup, StoreLimitsBuilder::new().build(), Arc::new(log), WasiCtx::builder().build());
+        let state = GuestState::new(setup, Arc::new(log), WasiCtx::builder().build());
         let name = setup.name.clone();
         let handler = catch_unwind(AssertUnwindSafe(factory)).map_err(|panic| panicked(&name, "factory", panic))?;
         let mut native = NativeGuest { handler, state };

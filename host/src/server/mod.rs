@@ -1052,7 +1052,7 @@ impl Server {
             let Some(expired) = guest.state_mut().timers.pop_due(now, barrier) else {
                 break;
             };
-            let timer = expired.id.to_u64();
+            let timer = crate::runtime::timer_handle(expired.id);
             if self.call(reactor, g, |guest| guest.on_timer(timer)).is_none() {
                 return;
             }
