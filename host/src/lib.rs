@@ -16,6 +16,7 @@ pub mod on_calloop;
 pub mod os_error;
 pub mod runtime;
 pub mod server;
+mod sys;
 pub mod workers;
 
 pub use runtime::native;
