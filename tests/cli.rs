@@ -253,6 +253,21 @@ fn check_says_a_real_guest_fits_and_lists_its_imports_and_exports() {
 }
 
 #[test]
+fn check_says_what_the_host_does_with_http_callbacks() {
+    bounded(Duration::from_secs(90), || {
+        let out = check(&guest("http_hello"));
+        assert!(out.status.success(), "host check http_hello.wasm: {}\n{}", describe(out.status), out.stderr);
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.contains("wasmloop:handler/http-callbacks@"))
+            .unwrap_or_else(|| panic!("no http-callbacks export listed:\n{}", out.stdout));
+        assert!(line.contains("optional: HTTP requests and WebSockets"), "{line}");
+        assert!(!out.stdout.contains("not used by this host"), "{}", out.stdout);
+    });
+}
+
+#[test]
 fn check_refuses_a_core_module_in_one_line() {
     bounded(Duration::from_secs(90), || {
         let path = scratch_file("check-core.wasm", b"\0asm\x01\0\0\0");
