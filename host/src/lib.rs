@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod config;
 pub mod connection;
+pub mod descriptors;
 pub mod embed;
 pub mod grants;
 pub mod http_conn;
