@@ -178,6 +178,26 @@ fn run_help_documents_the_options_and_exits_0() {
     });
 }
 
+#[test]
+fn a_zero_callback_deadline_is_an_argument_error() {
+    bounded(Duration::from_secs(60), || {
+        let out = host(&["run", "x.wasm", "--listen", "127.0.0.1:0", "--callback-deadline-ms", "0"]);
+        assert_one_line_error(&out, 2, &["--callback-deadline-ms", "'0'", "at least 1"]);
+    });
+}
+
+#[test]
+fn a_memory_cap_whose_bytes_overflow_is_an_argument_error_not_a_wrap() {
+    bounded(Duration::from_secs(90), || {
+        // A real guest: a cap that wrapped would start it under some other cap.
+        let echo = guest("echo");
+        for mib in [u64::MAX.to_string(), (1u64 << 44).to_string()] {
+            let out = host(&["run", echo.to_str().unwrap(), "--listen", "127.0.0.1:0", "--max-memory-mib", &mib]);
+            assert_one_line_error(&out, 2, &["--max-memory-mib", &mib, "more than this machine can address"]);
+        }
+    });
+}
+
 // ---- `--config FILE`: several guests, errors naming file, key and problem.
 
 fn run_config(name: &str, toml: &str) -> Output {
@@ -213,6 +233,32 @@ fn two_guests_with_one_name_are_refused() {
         "[[guest]]\nname = \"a\"\nmodule = \"a.wasm\"\n[[guest]]\nname = \"a\"\nmodule = \"b.wasm\"\n",
     );
     assert_one_line_error(&out, 1, &["same-name.toml", "guest[1].name", "used by another guest"]);
+}
+
+#[test]
+fn zero_deadlines_and_overflowing_memory_caps_in_the_config_are_named() {
+    bounded(Duration::from_secs(90), || {
+        let echo = guest("echo");
+        let guest =
+            format!("[[guest]]\nname = \"a\"\nmodule = {:?}\nlisten = [\"127.0.0.1:0\"]\n", echo.to_str().unwrap());
+        for (key, value, words) in [
+            ("callback_deadline_ms", "0", &["guest[0].limits.callback_deadline_ms", "at least 1"][..]),
+            ("init_deadline_ms", "0", &["guest[0].limits.init_deadline_ms", "at least 1"]),
+            (
+                "max_memory_mib",
+                "17592186044416",
+                &["guest[0].limits.max_memory_mib", "more than this machine can address"],
+            ),
+            ("max_memory_mib", "9223372036854775807", &["guest[0].limits.max_memory_mib", "more than this machine"]),
+            ("max_memory_mib", "18446744073709551615", &["guest[0].limits.max_memory_mib", "more than this machine"]),
+        ] {
+            let file = format!("limit-{key}-{value}.toml");
+            let out = run_config(&file, &format!("{guest}[guest.limits]\n{key} = {value}\n"));
+            let mut words = words.to_vec();
+            words.push(&file);
+            assert_one_line_error(&out, 1, &words);
+        }
+    });
 }
 
 #[test]

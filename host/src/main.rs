@@ -157,11 +157,11 @@ struct RunArgs {
     reload_mode: ReloadMode,
 
     /// Longest a single callback may run before the guest is stopped.
-    #[arg(long, value_name = "MS", default_value_t = 50)]
+    #[arg(long, value_name = "MS", default_value_t = 50, value_parser = parse_deadline_ms)]
     callback_deadline_ms: u64,
 
     /// Linear memory cap for the guest.
-    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    #[arg(long, value_name = "MIB", default_value_t = 64, value_parser = parse_mib)]
     max_memory_mib: usize,
 
     /// Bytes buffered per connection beyond what the kernel takes.
@@ -506,7 +506,8 @@ fn planned_from_flags(args: &RunArgs, inherited: Vec<(TcpListener, Speaks)>) -> 
         grants: Grants { connect: Allowlist::new(args.connect.clone()), udp: args.udp.clone() },
         limits: GuestLimits {
             callback_deadline: Duration::from_millis(args.callback_deadline_ms),
-            max_memory: args.max_memory_mib << 20,
+            // `parse_mib` refused values that overflow.
+            max_memory: args.max_memory_mib.saturating_mul(1 << 20),
             max_output: args.max_output,
             max_connections: args.max_connections,
             max_timers: args.max_timers,
@@ -522,6 +523,20 @@ fn planned_from_flags(args: &RunArgs, inherited: Vec<(TcpListener, Speaks)>) -> 
         },
         policy: Policy { on_fault: args.on_fault, reload: args.reload_mode },
     }
+}
+
+/// `--callback-deadline-ms`: a number of milliseconds, at least 1.
+fn parse_deadline_ms(text: &str) -> Result<u64, String> {
+    let ms = text.parse().map_err(|e| format!("{e}"))?;
+    wasmloop::config::deadline_ms(ms)?;
+    Ok(ms)
+}
+
+/// `--max-memory-mib`: a number of MiB whose bytes can be counted.
+fn parse_mib(text: &str) -> Result<usize, String> {
+    let mib = text.parse().map_err(|e| format!("{e}"))?;
+    wasmloop::config::memory_bytes(mib)?;
+    Ok(mib)
 }
 
 /// What the host speaks on an inherited listener.
