@@ -337,3 +337,99 @@ fn a_connection_flood_to_one_guest_leaves_descriptors_for_the_other() {
         host.assert_no_errors();
     });
 }
+
+// ---- SIGHUP before the loops handle it ------------------------------------------
+
+/// The time of day (seconds since midnight UTC) of a log line, or of now.
+fn time_of_day(line: Option<&str>) -> f64 {
+    match line {
+        Some(line) => {
+            let stamp = line.split_whitespace().next().and_then(|s| s.strip_suffix('Z')).expect("a timestamp");
+            let (_, time) = stamp.split_once('T').expect("a time");
+            let parts: Vec<f64> = time.split(':').map(|p| p.parse().unwrap()).collect();
+            parts[0] * 3600.0 + parts[1] * 60.0 + parts[2]
+        }
+        None => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+            (now.as_secs() % 86_400) as f64 + f64::from(now.subsec_nanos()) / 1e9
+        }
+    }
+}
+
+#[test]
+fn a_sighup_while_the_guests_load_neither_ends_the_host_nor_is_lost() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::sync::mpsc;
+
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    bounded(Duration::from_secs(120), || {
+        // The admin listener starts before any guest loads; compiling
+        // afresh (no cache) keeps the loops from handling signals a while.
+        let mut child = Killed(
+            Command::new(support::HOST)
+                .arg("run")
+                .arg(support::guest("echo"))
+                .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--no-cache"])
+                .env_remove("RUST_LOG")
+                .env("NO_COLOR", "1")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start the host"),
+        );
+        let (tx, lines) = mpsc::channel::<String>();
+        let stderr = child.0.stderr.take().unwrap();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut log = Vec::new();
+        let until = |needle: &str, log: &mut Vec<String>| -> String {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match lines.recv_timeout(left) {
+                    Ok(line) => {
+                        log.push(line.clone());
+                        if line.contains(needle) {
+                            return line;
+                        }
+                    }
+                    Err(e) => panic!("no {needle:?} line ({e}); the host ended? log:\n{}", log.join("\n")),
+                }
+            }
+        };
+        until("admin listening on", &mut log);
+        assert!(!log.iter().any(|l| l.ends_with(" ready")), "too late: {log:?}");
+        let signalled = time_of_day(None);
+        rustix::process::kill_process(rustix::process::Pid::from_raw(child.0.id() as i32).unwrap(), Signal::HUP)
+            .unwrap();
+        let ready = until(" ready", &mut log);
+        assert!(time_of_day(Some(&ready)) > signalled, "the signal came after `ready`: {log:?}");
+        // Not lost: once the loop handles signals, it reloads.
+        until("SIGHUP: reloading", &mut log);
+        let listening = log
+            .iter()
+            .filter(|l| !l.contains("admin listening"))
+            .find_map(|l| l.split("listening on ").nth(1))
+            .expect("a listening line");
+        let addr: std::net::SocketAddr = listening.split_whitespace().next().unwrap().parse().unwrap();
+        let mut client = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).unwrap();
+        support::configure(&client);
+        client.write_all(b"ping").unwrap();
+        let mut back = [0u8; 4];
+        client.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"ping");
+        assert!(child.0.try_wait().unwrap().is_none(), "the host ended; log:\n{}", log.join("\n"));
+    });
+}

@@ -286,6 +286,8 @@ struct Planned {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
+    // First: a SIGHUP (reload) while the guests load must not end the host.
+    wasmloop::server::hold_early_sighup().context("cannot handle SIGHUP")?;
     // Every connection is a descriptor: take all the kernel allows, then
     // fit the connection limits to it (below).
     let fd_limit = descriptors::raise_limit();

@@ -39,6 +39,7 @@ use faults::{FaultHistory, Next};
 use listener::{Accepted, Listener, Protocol};
 pub use listener::{AdoptError, BindError, accepted_on_this_thread, adopt_listener, bind, bind_group};
 use signals::Signals;
+pub use signals::hold_early_sighup;
 
 /// Bytes read per `read` call and per `on-data`.
 pub(crate) const READ_CHUNK: usize = 64 * 1024;
