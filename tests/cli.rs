@@ -262,6 +262,29 @@ fn zero_deadlines_and_overflowing_memory_caps_in_the_config_are_named() {
 }
 
 #[test]
+fn watch_refuses_a_module_that_group_or_others_can_write() {
+    use std::os::unix::fs::PermissionsExt;
+    bounded(Duration::from_secs(90), || {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli/watched");
+        std::fs::create_dir_all(&dir).unwrap();
+        let module = dir.join("echo.wasm");
+        std::fs::copy(guest("echo"), &module).unwrap();
+        let mode =
+            |path: &Path, mode: u32| std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let run = || host(&["run", module.to_str().unwrap(), "--listen", "127.0.0.1:0", "--watch"]);
+        mode(&module, 0o644);
+        for (dir_mode, who) in [(0o777, "others"), (0o775, "its group")] {
+            mode(&dir, dir_mode);
+            assert_one_line_error(&run(), 1, &["--watch", dir.to_str().unwrap(), who]);
+        }
+        mode(&dir, 0o755);
+        mode(&module, 0o666);
+        assert_one_line_error(&run(), 1, &["--watch", module.to_str().unwrap(), "others"]);
+        mode(&module, 0o644);
+    });
+}
+
+#[test]
 fn a_config_and_a_module_together_are_an_argument_error() {
     let path = scratch_file("both.toml", b"");
     let out = host(&["run", "x.wasm", "--config", path.to_str().unwrap()]);

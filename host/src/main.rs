@@ -323,6 +323,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         None => (vec![planned_from_flags(&args, inherited)], args.shutdown_timeout_ms, args.drain_timeout_ms),
     };
 
+    if args.watch {
+        // Before loading anything: --watch would load whatever lands there.
+        for guest in &planned {
+            wasmloop::server::check_watchable(&guest.module).context("--watch")?;
+        }
+    }
     let count = args.workers.get();
     if let Some(limit) = fd_limit {
         fit_connections(&mut planned, limit, count, admin.is_some(), args.config.is_some())?;

@@ -40,6 +40,7 @@ use listener::{Accepted, Listener, Protocol};
 pub use listener::{AdoptError, BindError, accepted_on_this_thread, adopt_listener, bind, bind_group};
 use signals::Signals;
 pub use signals::hold_early_sighup;
+pub use watch::check_watchable;
 
 /// Bytes read per `read` call and per `on-data`.
 pub(crate) const READ_CHUNK: usize = 64 * 1024;
