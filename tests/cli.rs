@@ -262,6 +262,24 @@ fn zero_deadlines_and_overflowing_memory_caps_in_the_config_are_named() {
 }
 
 #[test]
+fn a_config_whose_guests_all_fail_to_start_stops_the_host() {
+    bounded(Duration::from_secs(90), || {
+        let broken = guest("broken_init");
+        let mut toml = String::new();
+        for name in ["a", "b"] {
+            toml.push_str(&format!("[[guest]]\nname = \"{name}\"\nmodule = {:?}\n\n", broken.to_str().unwrap()));
+        }
+        let out = run_config("all-broken.toml", &toml);
+        assert_eq!(out.status.code(), Some(1), "{}\n{}", describe(out.status), out.stderr);
+        let lines = out.stderr_lines();
+        let last = lines.last().copied().unwrap_or_default();
+        assert!(last.starts_with("error: no guest could start"), "{}", out.stderr);
+        assert!(last.contains("guest `a`") && last.contains("init"), "{last}");
+        assert_eq!(lines.iter().filter(|l| l.starts_with("error")).count(), 1, "{}", out.stderr);
+    });
+}
+
+#[test]
 fn watch_refuses_a_module_that_group_or_others_can_write() {
     use std::os::unix::fs::PermissionsExt;
     bounded(Duration::from_secs(90), || {

@@ -348,6 +348,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if !args.no_cache {
         use_cache(&mut runtime, cache_dir)?;
     }
+    // Among several guests, one that cannot start must not take the others
+    // down; a guest alone stops the host, as there is nothing else to serve.
+    let guests_may_fail = planned.len() > 1;
     let server_config = ServerConfig {
         shutdown_timeout: Duration::from_millis(shutdown_timeout_ms),
         drain_timeout: Duration::from_millis(drain_timeout_ms),
@@ -362,6 +365,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             guests: Vec::new(),
             watch: args.watch,
             event_loop: args.event_loop,
+            guests_may_fail,
         })
         .collect();
     for guest in planned {
