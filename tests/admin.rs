@@ -2,7 +2,10 @@
 //! workload says, a trap is counted by kind, `/status.json` fits its schema
 //! (docs/status.schema.json), `/metrics` is Prometheus text, the listener is
 //! loopback-only unless told otherwise, and guest log lines carry the
-//! guest's name and version.
+//! guest's name and version. And it holds against its clients: a `Host`
+//! that could be DNS rebinding is refused, slow clients cannot keep a
+//! scraper waiting, a flood is closed beyond the cap, and a client dripping
+//! its request is cut at the deadline.
 
 mod support;
 
@@ -12,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::{Host, bounded, run_bounded, workspace_root};
+use wasmloop::admin::{MAX_CLIENTS, REQUEST_DEADLINE};
 
 /// GET `path`: (status, content type, body).
 fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
@@ -19,9 +23,14 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
 }
 
 fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, String, String) {
+    request_to(addr, &addr.to_string(), method, path)
+}
+
+/// A request with `host` as its `Host` header.
+fn request_to(addr: SocketAddr, host: &str, method: &str, path: &str) -> (u16, String, String) {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect to the admin listener");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").unwrap();
     let mut raw = String::new();
     s.read_to_string(&mut raw).expect("read the admin answer to its end");
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no head in {raw:?}"));
@@ -261,5 +270,128 @@ fn guest_log_lines_carry_the_guest_name_and_version_and_traps_their_backtrace() 
         let message = entry["fields"]["message"].as_str().unwrap();
         assert!(message.contains("wasm backtrace"), "{message}");
         assert!(message.contains("callbacks@0.1.0#on-data"), "the frame of the export called: {message}");
+    });
+}
+
+#[test]
+fn a_host_header_that_is_not_an_ip_address_or_localhost_is_refused_against_dns_rebinding() {
+    bounded(Duration::from_secs(60), || {
+        let host = Host::command("echo").args(["--admin", "127.0.0.1:0"]).spawn();
+        let admin = host.admin_addr();
+        let port = admin.port();
+        // A page of evil.example that pointed its name at 127.0.0.1: the
+        // browser sends the page's name.
+        for bad in [format!("evil.example:{port}"), "evil.example".into(), format!("localhost.evil.example:{port}")] {
+            let (code, _, body) = request_to(admin, &bad, "GET", "/status.json");
+            assert_eq!(code, 421, "Host: {bad}: {body}");
+            assert!(body.contains("Host"), "the body says why: {body}");
+            assert!(!body.contains("guests"), "nothing of the status leaks: {body}");
+        }
+        for good in [admin.to_string(), "127.0.0.1".into(), format!("localhost:{port}"), "localhost".into()] {
+            let (code, _, body) = request_to(admin, &good, "GET", "/status.json");
+            assert_eq!(code, 200, "Host: {good}: {body}");
+        }
+    });
+}
+
+/// A connection to `addr` that sent half a request head and then nothing.
+fn half_request(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect to the admin listener");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ").unwrap();
+    s
+}
+
+/// How long until the host ends `s` (end-of-stream or a reset); panics if
+/// it is still open after `limit`.
+fn closed_within(s: &mut TcpStream, limit: Duration) -> Duration {
+    let start = Instant::now();
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = [0u8; 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return start.elapsed(),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return start.elapsed(),
+            Err(e) => panic!("still open after {:?} ({e})", start.elapsed()),
+        }
+    }
+}
+
+/// Whether the host ends `s` (end-of-stream or a reset) by `deadline`.
+fn closed_by(mut s: &TcpStream, deadline: Instant) -> bool {
+    let mut buf = [0u8; 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+#[test]
+fn slow_clients_up_to_the_cap_do_not_keep_metrics_from_answering_and_more_are_closed_at_once() {
+    bounded(Duration::from_secs(60), || {
+        let host = Host::command("echo").args(["--admin", "127.0.0.1:0"]).spawn();
+        let admin = host.admin_addr();
+        // Every slot but one held by a client that stopped mid-head.
+        let mut slow: Vec<TcpStream> = (0..MAX_CLIENTS - 1).map(|_| half_request(admin)).collect();
+        let start = Instant::now();
+        let (code, _, text) = get(admin, "/metrics");
+        let took = start.elapsed();
+        assert_eq!(code, 200, "{text}");
+        assert!(text.ends_with("# EOF\n"));
+        // Not after a slow client's deadline: beside them, not behind them.
+        assert!(took < REQUEST_DEADLINE / 2, "/metrics took {took:?} with {} slow clients", slow.len());
+
+        // With every slot held, more connections are closed at once, not
+        // left waiting in the backlog. (One of them may take the slot the
+        // /metrics client is just giving back.)
+        let start = Instant::now();
+        let mut more: Vec<TcpStream> = (0..=MAX_CLIENTS).map(|_| half_request(admin)).collect();
+        let by = start + REQUEST_DEADLINE / 2;
+        let closed = more.iter().filter(|s| closed_by(s, by)).count();
+        assert!(closed >= MAX_CLIENTS, "{closed} of {} connections beyond the cap were closed at once", more.len());
+
+        // The slow clients are cut at their deadline; then the slots are free.
+        for s in slow.iter_mut().chain(&mut more) {
+            closed_within(s, REQUEST_DEADLINE * 3);
+        }
+        assert_eq!(get(admin, "/status.json").0, 200);
+    });
+}
+
+#[test]
+fn a_client_dripping_its_request_is_cut_at_the_deadline_not_kept_by_each_byte() {
+    bounded(Duration::from_secs(60), || {
+        let host = Host::command("echo").args(["--admin", "127.0.0.1:0"]).spawn();
+        let admin = host.admin_addr();
+        let start = Instant::now();
+        let mut s = TcpStream::connect_timeout(&admin, Duration::from_secs(5)).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n").unwrap();
+        // One header byte per 100 ms (the wait for the close is the pace),
+        // for at most four deadlines: a per-read timeout would never fire.
+        s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let cut = loop {
+            assert!(start.elapsed() < REQUEST_DEADLINE * 4, "still open after {:?} of dripping", start.elapsed());
+            if s.write_all(b"x").is_err() {
+                break start.elapsed();
+            }
+            let mut buf = [0u8; 256];
+            match s.read(&mut buf) {
+                Ok(0) => break start.elapsed(),
+                Ok(n) => panic!("an answer to an unfinished request: {:?}", String::from_utf8_lossy(&buf[..n])),
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(_) => break start.elapsed(),
+            }
+        };
+        assert!(cut >= REQUEST_DEADLINE - Duration::from_millis(100), "cut after {cut:?}, before the deadline");
+        assert!(cut <= REQUEST_DEADLINE + Duration::from_secs(1), "cut only after {cut:?}");
+        assert_eq!(get(admin, "/status.json").0, 200, "the listener serves on");
     });
 }

@@ -178,6 +178,26 @@ fn run_help_documents_the_options_and_exits_0() {
     });
 }
 
+#[test]
+fn a_zero_callback_deadline_is_an_argument_error() {
+    bounded(Duration::from_secs(60), || {
+        let out = host(&["run", "x.wasm", "--listen", "127.0.0.1:0", "--callback-deadline-ms", "0"]);
+        assert_one_line_error(&out, 2, &["--callback-deadline-ms", "'0'", "at least 1"]);
+    });
+}
+
+#[test]
+fn a_memory_cap_whose_bytes_overflow_is_an_argument_error_not_a_wrap() {
+    bounded(Duration::from_secs(90), || {
+        // A real guest: a cap that wrapped would start it under some other cap.
+        let echo = guest("echo");
+        for mib in [u64::MAX.to_string(), (1u64 << 44).to_string()] {
+            let out = host(&["run", echo.to_str().unwrap(), "--listen", "127.0.0.1:0", "--max-memory-mib", &mib]);
+            assert_one_line_error(&out, 2, &["--max-memory-mib", &mib, "more than this machine can address"]);
+        }
+    });
+}
+
 // ---- `--config FILE`: several guests, errors naming file, key and problem.
 
 fn run_config(name: &str, toml: &str) -> Output {
@@ -216,6 +236,73 @@ fn two_guests_with_one_name_are_refused() {
 }
 
 #[test]
+fn zero_deadlines_and_overflowing_memory_caps_in_the_config_are_named() {
+    bounded(Duration::from_secs(90), || {
+        let echo = guest("echo");
+        let guest =
+            format!("[[guest]]\nname = \"a\"\nmodule = {:?}\nlisten = [\"127.0.0.1:0\"]\n", echo.to_str().unwrap());
+        for (key, value, words) in [
+            ("callback_deadline_ms", "0", &["guest[0].limits.callback_deadline_ms", "at least 1"][..]),
+            ("init_deadline_ms", "0", &["guest[0].limits.init_deadline_ms", "at least 1"]),
+            (
+                "max_memory_mib",
+                "17592186044416",
+                &["guest[0].limits.max_memory_mib", "more than this machine can address"],
+            ),
+            ("max_memory_mib", "9223372036854775807", &["guest[0].limits.max_memory_mib", "more than this machine"]),
+            ("max_memory_mib", "18446744073709551615", &["guest[0].limits.max_memory_mib", "more than this machine"]),
+        ] {
+            let file = format!("limit-{key}-{value}.toml");
+            let out = run_config(&file, &format!("{guest}[guest.limits]\n{key} = {value}\n"));
+            let mut words = words.to_vec();
+            words.push(&file);
+            assert_one_line_error(&out, 1, &words);
+        }
+    });
+}
+
+#[test]
+fn a_config_whose_guests_all_fail_to_start_stops_the_host() {
+    bounded(Duration::from_secs(90), || {
+        let broken = guest("broken_init");
+        let mut toml = String::new();
+        for name in ["a", "b"] {
+            toml.push_str(&format!("[[guest]]\nname = \"{name}\"\nmodule = {:?}\n\n", broken.to_str().unwrap()));
+        }
+        let out = run_config("all-broken.toml", &toml);
+        assert_eq!(out.status.code(), Some(1), "{}\n{}", describe(out.status), out.stderr);
+        let lines = out.stderr_lines();
+        let last = lines.last().copied().unwrap_or_default();
+        assert!(last.starts_with("error: no guest could start"), "{}", out.stderr);
+        assert!(last.contains("guest `a`") && last.contains("init"), "{last}");
+        assert_eq!(lines.iter().filter(|l| l.starts_with("error")).count(), 1, "{}", out.stderr);
+    });
+}
+
+#[test]
+fn watch_refuses_a_module_that_group_or_others_can_write() {
+    use std::os::unix::fs::PermissionsExt;
+    bounded(Duration::from_secs(90), || {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli/watched");
+        std::fs::create_dir_all(&dir).unwrap();
+        let module = dir.join("echo.wasm");
+        std::fs::copy(guest("echo"), &module).unwrap();
+        let mode =
+            |path: &Path, mode: u32| std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let run = || host(&["run", module.to_str().unwrap(), "--listen", "127.0.0.1:0", "--watch"]);
+        mode(&module, 0o644);
+        for (dir_mode, who) in [(0o777, "others"), (0o775, "its group")] {
+            mode(&dir, dir_mode);
+            assert_one_line_error(&run(), 1, &["--watch", dir.to_str().unwrap(), who]);
+        }
+        mode(&dir, 0o755);
+        mode(&module, 0o666);
+        assert_one_line_error(&run(), 1, &["--watch", module.to_str().unwrap(), "others"]);
+        mode(&module, 0o644);
+    });
+}
+
+#[test]
 fn a_config_and_a_module_together_are_an_argument_error() {
     let path = scratch_file("both.toml", b"");
     let out = host(&["run", "x.wasm", "--config", path.to_str().unwrap()]);
@@ -249,6 +336,21 @@ fn check_says_a_real_guest_fits_and_lists_its_imports_and_exports() {
             assert!(out.stdout.contains(expected), "{expected:?} missing from:\n{}", out.stdout);
         }
         assert!(!out.stdout.contains("MISSING"), "{}", out.stdout);
+    });
+}
+
+#[test]
+fn check_says_what_the_host_does_with_http_callbacks() {
+    bounded(Duration::from_secs(90), || {
+        let out = check(&guest("http_hello"));
+        assert!(out.status.success(), "host check http_hello.wasm: {}\n{}", describe(out.status), out.stderr);
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.contains("wasmloop:handler/http-callbacks@"))
+            .unwrap_or_else(|| panic!("no http-callbacks export listed:\n{}", out.stdout));
+        assert!(line.contains("optional: HTTP requests and WebSockets"), "{line}");
+        assert!(!out.stdout.contains("not used by this host"), "{}", out.stdout);
     });
 }
 

@@ -145,8 +145,17 @@ const FLOOD: usize = 100;
 
 /// A host limited to [`FD_LIMIT`] descriptors, and [`FLOOD`] connected
 /// clients, once the host has logged that it ran out.
+///
+/// The host fits its connection limit to the descriptor limit it starts
+/// with, so it would not run out by its own connections: the limit is
+/// lowered under it once it runs, as when something else in the process
+/// takes descriptors.
 fn flooded_host() -> (Host, usize, Vec<TcpStream>) {
-    let host = Host::command("echo").fd_limit(FD_LIMIT).spawn();
+    use rustix::process::{Pid, Resource, Rlimit, prlimit};
+    let host = Host::command("echo").spawn();
+    let pid = Pid::from_raw(host.pid() as i32).expect("a pid");
+    let limit = Some(u64::from(FD_LIMIT));
+    prlimit(Some(pid), Resource::Nofile, Rlimit { current: limit, maximum: limit }).expect("lower the host's limit");
     let baseline_fds = host.fd_count();
     // The kernel completes these handshakes whether or not the host can
     // accept them.
@@ -247,5 +256,180 @@ fn ten_thousand_connections_leave_no_descriptor_behind() {
             host.fd_count()
         );
         host.assert_no_errors();
+    });
+}
+
+// ---- Descriptors shared fairly ------------------------------------------------
+
+/// The host's descriptor limits (soft, hard), from `/proc/PID/limits`.
+fn fd_limits(host: &Host) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", host.pid())).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).expect("a `Max open files` line");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    (fields[3].to_string(), fields[4].to_string())
+}
+
+#[test]
+fn the_host_raises_its_soft_descriptor_limit_to_the_hard_one() {
+    bounded(Duration::from_secs(120), || {
+        let host = Host::command("echo").soft_fd_limit(256).spawn();
+        let (soft, hard) = fd_limits(&host);
+        assert_ne!(hard, "256", "the test needs a hard limit above 256");
+        assert_eq!(soft, hard, "the soft limit was left at {soft}, under the hard one");
+        assert_eq!(host.count_log("descriptor limit"), 0, "the default limits fit; log:\n{}", host.logs());
+    });
+}
+
+/// A config of two echo guests, `flooded` and `other`, in a scratch file.
+fn two_echo_guests() -> std::path::PathBuf {
+    let echo = support::guest("echo");
+    let mut toml = String::new();
+    for name in ["flooded", "other"] {
+        toml.push_str(&format!(
+            "[[guest]]\nname = \"{name}\"\nmodule = {:?}\nlisten = [\"127.0.0.1:0\"]\n\n",
+            echo.to_str().unwrap()
+        ));
+    }
+    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lifecycle-two-echo-guests.toml");
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+#[test]
+fn a_connection_flood_to_one_guest_leaves_descriptors_for_the_other() {
+    const LIMIT: u32 = 256;
+    bounded(Duration::from_secs(120), || {
+        support::raise_fd_limit(4 * LIMIT as u64);
+        let host = Host::with_config(two_echo_guests()).fd_limit(LIMIT).spawn();
+        // One line says what was lowered, from what to what.
+        let warning = host.wait_for_log("descriptor limit", Duration::from_secs(10));
+        assert_eq!(host.count_log("descriptor limit"), 1, "one warning line; log:\n{}", host.logs());
+        assert!(warning.contains("WARN") && warning.contains(&format!("({LIMIT} open files")), "{warning}");
+        let share = |guest: &str| -> usize {
+            let (_, rest) = warning.split_once(&format!("`{guest}` 10000 -> ")).unwrap_or_else(|| panic!("{warning}"));
+            rest.split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+        };
+        let (flooded_share, other_share) = (share("flooded"), share("other"));
+        assert_eq!(flooded_share, other_share, "even shares: {warning}");
+        assert!(2 * flooded_share < LIMIT as usize, "{warning}");
+
+        // Far more connections to one guest than the process may open.
+        let flooded = host.addr_of("flooded");
+        let mut clients: Vec<TcpStream> = (0..2 * LIMIT as usize)
+            .map(|_| TcpStream::connect_timeout(&flooded, Duration::from_secs(10)).unwrap())
+            .collect();
+        host.wait_for_log("at its connection limit", Duration::from_secs(30));
+
+        // The other guest still accepts and serves.
+        let mut other = TcpStream::connect_timeout(&host.addr_of("other"), Duration::from_secs(10)).unwrap();
+        support::configure(&other);
+        other.write_all(b"ping").unwrap();
+        let mut back = [0u8; 4];
+        other.read_exact(&mut back).expect("the other guest echoes beside the flood");
+        assert_eq!(&back, b"ping");
+        // And so does the flooded one, on a connection within its share.
+        support::configure(&clients[0]);
+        clients[0].write_all(b"pong").unwrap();
+        clients[0].read_exact(&mut back).expect("the flooded guest serves its first connection");
+        assert_eq!(&back, b"pong");
+        assert!(host.fd_count() < LIMIT as usize, "{} descriptors open", host.fd_count());
+        assert_eq!(host.count_log("accept failed"), 0, "the process never ran out; log:\n{}", host.logs());
+        host.assert_no_errors();
+    });
+}
+
+// ---- SIGHUP before the loops handle it ------------------------------------------
+
+/// The time of day (seconds since midnight UTC) of a log line, or of now.
+fn time_of_day(line: Option<&str>) -> f64 {
+    match line {
+        Some(line) => {
+            let stamp = line.split_whitespace().next().and_then(|s| s.strip_suffix('Z')).expect("a timestamp");
+            let (_, time) = stamp.split_once('T').expect("a time");
+            let parts: Vec<f64> = time.split(':').map(|p| p.parse().unwrap()).collect();
+            parts[0] * 3600.0 + parts[1] * 60.0 + parts[2]
+        }
+        None => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+            (now.as_secs() % 86_400) as f64 + f64::from(now.subsec_nanos()) / 1e9
+        }
+    }
+}
+
+#[test]
+fn a_sighup_while_the_guests_load_neither_ends_the_host_nor_is_lost() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::sync::mpsc;
+
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    bounded(Duration::from_secs(120), || {
+        // The admin listener starts before any guest loads; compiling
+        // afresh (no cache) keeps the loops from handling signals a while.
+        let mut child = Killed(
+            Command::new(support::HOST)
+                .arg("run")
+                .arg(support::guest("echo"))
+                .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--no-cache"])
+                .env_remove("RUST_LOG")
+                .env("NO_COLOR", "1")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start the host"),
+        );
+        let (tx, lines) = mpsc::channel::<String>();
+        let stderr = child.0.stderr.take().unwrap();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut log = Vec::new();
+        let until = |needle: &str, log: &mut Vec<String>| -> String {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match lines.recv_timeout(left) {
+                    Ok(line) => {
+                        log.push(line.clone());
+                        if line.contains(needle) {
+                            return line;
+                        }
+                    }
+                    Err(e) => panic!("no {needle:?} line ({e}); the host ended? log:\n{}", log.join("\n")),
+                }
+            }
+        };
+        until("admin listening on", &mut log);
+        assert!(!log.iter().any(|l| l.ends_with(" ready")), "too late: {log:?}");
+        let signalled = time_of_day(None);
+        rustix::process::kill_process(rustix::process::Pid::from_raw(child.0.id() as i32).unwrap(), Signal::HUP)
+            .unwrap();
+        let ready = until(" ready", &mut log);
+        assert!(time_of_day(Some(&ready)) > signalled, "the signal came after `ready`: {log:?}");
+        // Not lost: once the loop handles signals, it reloads.
+        until("SIGHUP: reloading", &mut log);
+        let listening = log
+            .iter()
+            .filter(|l| !l.contains("admin listening"))
+            .find_map(|l| l.split("listening on ").nth(1))
+            .expect("a listening line");
+        let addr: std::net::SocketAddr = listening.split_whitespace().next().unwrap().parse().unwrap();
+        let mut client = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).unwrap();
+        support::configure(&client);
+        client.write_all(b"ping").unwrap();
+        let mut back = [0u8; 4];
+        client.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"ping");
+        assert!(child.0.try_wait().unwrap().is_none(), "the host ended; log:\n{}", log.join("\n"));
     });
 }

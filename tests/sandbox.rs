@@ -434,11 +434,13 @@ fn serial() -> MutexGuard<'static, ()> {
 fn a_guest_spinning_in_init_stops_the_host_at_startup_with_one_line_naming_init_and_the_deadline() {
     let _serial = serial();
     bounded(TEST_LIMIT, || {
-        // A first start that fails is an operator error: the host exits.
+        // With on-fault = exit, a first start that fails stops the host
+        // (with another policy the others serve: see
+        // `among_several_guests_one_that_cannot_start_...` below).
         let init_deadline = Duration::from_millis(200);
         let config = ConfigFile::write(&[
             Spec::echo("echo"),
-            Spec::hostile("spin-init").limit("init_deadline_ms", init_deadline.as_millis() as u64),
+            Spec::hostile("spin-init").on_fault("exit").limit("init_deadline_ms", init_deadline.as_millis() as u64),
         ]);
         let run = run_timed(Command::new(HOST).arg("run").arg("--config").arg(&config.0));
         let log = run.lines.iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>().join("\n");
@@ -462,6 +464,40 @@ fn a_guest_spinning_in_init_stops_the_host_at_startup_with_one_line_naming_init_
         assert_eq!(run.lines.last().map(|(_, l)| l.as_str()), Some(error), "the error is the last line; log:\n{log}");
         assert!(error.contains("hostile") && error.contains("init"), "names the guest and init: {error}");
         assert!(error.contains("200ms"), "names the deadline: {error}");
+    });
+}
+
+#[test]
+fn among_several_guests_one_that_cannot_start_goes_through_its_fault_policy_while_echo_serves() {
+    let _serial = serial();
+    bounded(TEST_LIMIT, || {
+        // `broken` panics in every `init`; `hostile` spins in its `init`.
+        let broken = Spec {
+            name: "broken".into(),
+            module: "broken_init",
+            config: String::new(),
+            on_fault: "restart",
+            limits: vec![],
+        };
+        let spinning = Spec::hostile("spin-init").on_fault("stop").limit("init_deadline_ms", 200);
+        let mut sandbox = Sandbox::start(vec![broken, spinning]);
+        // One error line each, naming the guest and what failed.
+        let line = sandbox.wait_for("broken", "trapped in init", 1);
+        assert!(line.contains("ERROR"), "{line}");
+        let line = sandbox.wait_for("hostile", "in init", 1);
+        assert!(line.contains("ERROR") && line.contains("200ms"), "{line}");
+        // Each as its policy says: restarts with backoff into a crash loop,
+        // or stays stopped.
+        let line = sandbox.wait_for("broken", "crash loop:", 1);
+        assert!(line.contains("5 faults"), "{line}");
+        assert_eq!(sandbox.count("broken", "restarting in"), 4);
+        assert_eq!(sandbox.count("broken", "trapped in init"), 5);
+        sandbox.wait_for("hostile", "stays stopped", 1);
+        assert_eq!(sandbox.count("hostile", "restarting in"), 0);
+        assert_stays_down(&sandbox, "broken");
+        assert_stays_down(&sandbox, "hostile");
+        sandbox.assert_echo_unharmed("failed-start");
+        sandbox.host.assert_running();
     });
 }
 

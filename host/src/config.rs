@@ -132,7 +132,8 @@ impl LimitsConfig {
             limits.init_deadline = ms(v);
         }
         if let Some(v) = self.max_memory_mib {
-            limits.max_memory = v << 20;
+            // `HostConfig::load` refused values that overflow.
+            limits.max_memory = memory_bytes(v).unwrap_or(usize::MAX);
         }
         let counts = [
             (self.max_output, &mut limits.max_output),
@@ -177,6 +178,24 @@ impl LimitsConfig {
         }
         limits
     }
+}
+
+/// A callback or `init` deadline (`--callback-deadline-ms`,
+/// `callback_deadline_ms`, `init_deadline_ms`): at least 1 ms, as a zero
+/// deadline would stop every call as it starts.
+pub fn deadline_ms(ms: u64) -> Result<Duration, String> {
+    if ms == 0 {
+        return Err("must be at least 1 (a zero deadline would stop every call as it starts)".into());
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+/// A memory cap in MiB (`--max-memory-mib`, `max_memory_mib`) as bytes,
+/// refused if that many bytes cannot be counted here (it would wrap to a
+/// small cap, or to none).
+pub fn memory_bytes(mib: usize) -> Result<usize, String> {
+    mib.checked_mul(1 << 20)
+        .ok_or_else(|| format!("{mib} MiB is more than this machine can address (at most {} MiB)", usize::MAX >> 20))
 }
 
 fn default_shutdown_timeout_ms() -> u64 {
@@ -230,6 +249,17 @@ impl HostConfig {
             }
             for rule in &guest.connect {
                 rule.parse::<AllowRule>().map_err(|e| fail(format!("guest[{i}].connect: {e}")))?;
+            }
+            let limits = &guest.limits;
+            for (key, ms) in
+                [("callback_deadline_ms", limits.callback_deadline_ms), ("init_deadline_ms", limits.init_deadline_ms)]
+            {
+                if let Some(ms) = ms {
+                    deadline_ms(ms).map_err(|e| fail(format!("guest[{i}].limits.{key}: {e}")))?;
+                }
+            }
+            if let Some(mib) = limits.max_memory_mib {
+                memory_bytes(mib).map_err(|e| fail(format!("guest[{i}].limits.max_memory_mib: {e}")))?;
             }
         }
         Ok(config)

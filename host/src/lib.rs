@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod config;
 pub mod connection;
+pub mod descriptors;
 pub mod embed;
 pub mod grants;
 pub mod http_conn;
@@ -16,6 +17,7 @@ pub mod on_calloop;
 pub mod os_error;
 pub mod runtime;
 pub mod server;
+mod sys;
 pub mod workers;
 
 pub use runtime::native;

@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use wasmloop::config::{FaultPolicy, HostConfig, Policy, ReloadMode};
+use wasmloop::descriptors::{self, Needs};
 use wasmloop::grants::{AllowRule, Allowlist, Grants};
 use wasmloop::http_conn::HttpLimits;
 use wasmloop::metrics::Metrics;
@@ -156,11 +157,11 @@ struct RunArgs {
     reload_mode: ReloadMode,
 
     /// Longest a single callback may run before the guest is stopped.
-    #[arg(long, value_name = "MS", default_value_t = 50)]
+    #[arg(long, value_name = "MS", default_value_t = 50, value_parser = parse_deadline_ms)]
     callback_deadline_ms: u64,
 
     /// Linear memory cap for the guest.
-    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    #[arg(long, value_name = "MIB", default_value_t = 64, value_parser = parse_mib)]
     max_memory_mib: usize,
 
     /// Bytes buffered per connection beyond what the kernel takes.
@@ -348,12 +349,17 @@ struct Planned {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
+    // First: a SIGHUP (reload) while the guests load must not end the host.
+    wasmloop::server::hold_early_sighup().context("cannot handle SIGHUP")?;
+    // Every connection is a descriptor: take all the kernel allows, then
+    // fit the connection limits to it (below).
+    let fd_limit = descriptors::raise_limit();
     // Before anything opens a descriptor: the numbers must still name what
     // the supervisor passed (see `take_inherited`).
     let inherited = inherit_listeners(&args.listen_fd)?;
     let mut cache_dir = args.cache_dir.clone();
     let (mut admin, mut admin_public) = (args.admin, args.admin_public);
-    let (planned, shutdown_timeout_ms, drain_timeout_ms) = match &args.config {
+    let (mut planned, shutdown_timeout_ms, drain_timeout_ms) = match &args.config {
         Some(file) => {
             let config = HostConfig::load(file)?;
             cache_dir = cache_dir.or(config.cache_dir.clone());
@@ -380,6 +386,17 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         None => (vec![planned_from_flags(&args, inherited)], args.shutdown_timeout_ms, args.drain_timeout_ms),
     };
 
+    if args.watch {
+        // Before loading anything: --watch would load whatever lands there.
+        for guest in &planned {
+            wasmloop::server::check_watchable(&guest.module).context("--watch")?;
+        }
+    }
+    let count = args.workers.get();
+    if let Some(limit) = fd_limit {
+        fit_connections(&mut planned, limit, count, admin.is_some(), args.config.is_some())?;
+    }
+
     // Before any guest loads, so a mistake in it is reported at once.
     let metrics = match admin {
         Some(addr) => {
@@ -394,7 +411,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if !args.no_cache {
         use_cache(&mut runtime, cache_dir)?;
     }
-    let count = args.workers.get();
+    // Among several guests, one that cannot start must not take the others
+    // down; a guest alone stops the host, as there is nothing else to serve.
+    let guests_may_fail = planned.len() > 1;
     let server_config = ServerConfig {
         shutdown_timeout: Duration::from_millis(shutdown_timeout_ms),
         drain_timeout: Duration::from_millis(drain_timeout_ms),
@@ -409,6 +428,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             guests: Vec::new(),
             watch: args.watch,
             event_loop: args.event_loop,
+            guests_may_fail,
         })
         .collect();
     for guest in planned {
@@ -454,6 +474,56 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     drop(runtime);
     workers::run(workers)
+}
+
+/// Lowers the guests' connection limits where, over all workers, they would
+/// not fit in `limit` descriptors beside what the host keeps for itself (see
+/// `wasmloop::descriptors`), saying so in one warning line.
+fn fit_connections(
+    planned: &mut [Planned],
+    limit: u64,
+    workers: usize,
+    admin: bool,
+    from_config: bool,
+) -> anyhow::Result<()> {
+    let needs = Needs {
+        workers,
+        guests: planned.len(),
+        listeners: planned.iter().map(|g| g.listen.len() + g.listen_http.len() + g.inherited.len()).sum(),
+        udp: planned.iter().map(|g| g.grants.udp.len()).sum(),
+        admin_clients: if admin { wasmloop::admin::MAX_CLIENTS } else { 0 },
+    };
+    let reserve = descriptors::reserve(needs);
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let wanted: Vec<usize> = planned.iter().map(|g| g.limits.max_connections).collect();
+    let fitted = descriptors::fit(limit.saturating_sub(reserve), workers, &wanted);
+    let of_workers = if workers > 1 { format!(", shared by {workers} workers") } else { String::new() };
+    if fitted.iter().zip(&wanted).any(|(&new, &old)| new == 0 && old > 0) {
+        anyhow::bail!(
+            "the descriptor limit ({limit} open files) leaves no room for connections: the host keeps {reserve} \
+             for itself{of_workers}; raise it (ulimit -n)"
+        );
+    }
+    let lowered: Vec<(&str, usize, usize)> = planned
+        .iter()
+        .zip(&fitted)
+        .filter(|(g, new)| g.limits.max_connections != **new)
+        .map(|(g, &new)| (g.name.as_str(), g.limits.max_connections, new))
+        .collect();
+    let why =
+        format!("does not fit the descriptor limit ({limit} open files, {reserve} kept for the host{of_workers})");
+    match lowered.as_slice() {
+        [] => {}
+        [(_, old, new)] if !from_config => tracing::warn!("--max-connections {old} {why}: lowered to {new}"),
+        lowered => {
+            let each: Vec<String> = lowered.iter().map(|(name, old, new)| format!("`{name}` {old} -> {new}")).collect();
+            tracing::warn!("max_connections {why}: lowered for {}", each.join(", "));
+        }
+    }
+    for (guest, new) in planned.iter_mut().zip(fitted) {
+        guest.limits.max_connections = new;
+    }
+    Ok(())
 }
 
 /// `host check`: the report on stdout; it fits (exit 0) or not (exit 1).
@@ -511,7 +581,8 @@ fn planned_from_flags(args: &RunArgs, inherited: Vec<(TcpListener, Speaks)>) -> 
         grants: Grants { connect: Allowlist::new(args.connect.clone()), udp: args.udp.clone() },
         limits: GuestLimits {
             callback_deadline: Duration::from_millis(args.callback_deadline_ms),
-            max_memory: args.max_memory_mib << 20,
+            // `parse_mib` refused values that overflow.
+            max_memory: args.max_memory_mib.saturating_mul(1 << 20),
             max_output: args.max_output,
             max_connections: args.max_connections,
             max_timers: args.max_timers,
@@ -532,6 +603,20 @@ fn planned_from_flags(args: &RunArgs, inherited: Vec<(TcpListener, Speaks)>) -> 
         },
         policy: Policy { on_fault: args.on_fault, reload: args.reload_mode },
     }
+}
+
+/// `--callback-deadline-ms`: a number of milliseconds, at least 1.
+fn parse_deadline_ms(text: &str) -> Result<u64, String> {
+    let ms = text.parse().map_err(|e| format!("{e}"))?;
+    wasmloop::config::deadline_ms(ms)?;
+    Ok(ms)
+}
+
+/// `--max-memory-mib`: a number of MiB whose bytes can be counted.
+fn parse_mib(text: &str) -> Result<usize, String> {
+    let mib = text.parse().map_err(|e| format!("{e}"))?;
+    wasmloop::config::memory_bytes(mib)?;
+    Ok(mib)
 }
 
 /// What the host speaks on an inherited listener.

@@ -38,6 +38,10 @@ pub struct Worker {
     pub watch: bool,
     /// Which loop waits for events (`--event-loop`).
     pub event_loop: LoopBackend,
+    /// A guest whose first start fails goes through its fault policy while
+    /// the others serve (several guests, `--config`), instead of stopping
+    /// the host; the host still stops if none starts.
+    pub guests_may_fail: bool,
 }
 
 /// Which loop a worker's events come from.
@@ -197,8 +201,17 @@ fn start(worker: Worker) -> anyhow::Result<Started> {
     let mut server = Server::new(worker.runtime, worker.config);
     server.set_handle(event_loop.handle());
     server.handle_signals(event_loop.reactor()).context("cannot install signal handlers")?;
+    let mut failures = Vec::new();
+    let count = worker.guests.len();
     for spec in worker.guests {
-        server.add_guest(event_loop.reactor(), spec)?;
+        if !worker.guests_may_fail {
+            server.add_guest(event_loop.reactor(), spec)?;
+        } else if let Some(reason) = server.add_guest_or_apply_policy(event_loop.reactor(), spec)? {
+            failures.push(reason);
+        }
+    }
+    if count > 0 && failures.len() == count {
+        anyhow::bail!("no guest could start; the first: {}", failures[0]);
     }
     if worker.watch {
         server.watch_modules(event_loop.reactor()).context("cannot watch the module files")?;

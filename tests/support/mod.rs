@@ -327,7 +327,8 @@ pub struct HostCommand {
     config: Option<PathBuf>,
     args: Vec<String>,
     env: Vec<(String, OsString)>,
-    fd_limit: Option<u32>,
+    /// The descriptor limit and the `ulimit` flags that set it.
+    fd_limit: Option<(u32, &'static str)>,
     /// The flag the guest's one listener is opened with (`--listen`).
     listen: &'static str,
 }
@@ -358,18 +359,25 @@ impl HostCommand {
 
     /// Runs the host with this many file descriptors at most
     /// (`ulimit -n` in a shell that then `exec`s the host, so the pid is the
-    /// host's).
+    /// host's): soft and hard limit alike.
     pub fn fd_limit(mut self, limit: u32) -> Self {
-        self.fd_limit = Some(limit);
+        self.fd_limit = Some((limit, "-n"));
+        self
+    }
+
+    /// Starts the host with this soft descriptor limit, the hard one left
+    /// as it is (`ulimit -S -n`).
+    pub fn soft_fd_limit(mut self, limit: u32) -> Self {
+        self.fd_limit = Some((limit, "-S -n"));
         self
     }
 
     /// Starts the host and waits (bounded) for its `ready` line.
     pub fn spawn(self) -> Host {
         let mut cmd = match self.fd_limit {
-            Some(limit) => {
+            Some((limit, flags)) => {
                 let mut cmd = Command::new("sh");
-                cmd.arg("-c").arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\"")).arg(HOST);
+                cmd.arg("-c").arg(format!("ulimit {flags} {limit} && exec \"$0\" \"$@\"")).arg(HOST);
                 cmd
             }
             None => Command::new(HOST),

@@ -97,6 +97,7 @@ fn role(name: &str) -> &'static str {
         "wasmloop:handler/outbound-callbacks" => "optional: outbound connects",
         "wasmloop:handler/datagram-callbacks" => "optional: UDP datagrams",
         "wasmloop:handler/migration" => "optional: state hand-off on reload (--reload-mode migrate)",
+        "wasmloop:handler/http-callbacks" => "optional: HTTP requests and WebSockets (--listen-http, --listen-ws)",
         _ => "not used by this host",
     }
 }

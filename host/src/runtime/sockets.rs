@@ -12,7 +12,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket as StdUdpSocket};
 use std::os::fd::OwnedFd;
 
 use rustix::io::Errno;
-use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
+use rustix::net::{AddressFamily, SocketType, sockopt};
 
 use crate::connection::{Connection, UNREGISTERED};
 use crate::runtime::bindings::wasmloop::handler::{datagrams, outbound};
@@ -74,7 +74,7 @@ fn start_connect(addr: SocketAddr) -> Result<TcpStream, Errno> {
 
 fn new_socket(addr: SocketAddr, kind: SocketType) -> Result<OwnedFd, Errno> {
     let family = if addr.is_ipv4() { AddressFamily::INET } else { AddressFamily::INET6 };
-    rustix::net::socket_with(family, kind, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC, None)
+    crate::sys::socket(family, kind)
 }
 
 /// How a failed connect (its `SO_ERROR`, or the `connect` call itself) is

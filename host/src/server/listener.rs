@@ -10,7 +10,7 @@ use std::os::fd::OwnedFd;
 use std::time::Instant;
 
 use rustix::io::Errno;
-use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
+use rustix::net::{AddressFamily, SocketType, sockopt};
 use slotmap::Key;
 use tracing::warn;
 
@@ -55,8 +55,7 @@ pub fn bind_group(address: SocketAddr, count: usize) -> Result<Vec<TcpListener>,
 fn bind_with(address: SocketAddr, reuse_port: bool) -> Result<TcpListener, BindError> {
     let fail = |e: Errno| BindError { address, error: e.into() };
     let family = if address.is_ipv4() { AddressFamily::INET } else { AddressFamily::INET6 };
-    let fd = rustix::net::socket_with(family, SocketType::STREAM, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC, None)
-        .map_err(fail)?;
+    let fd = crate::sys::socket(family, SocketType::STREAM).map_err(fail)?;
     // Restarting the host must not wait for TIME_WAIT connections to expire.
     sockopt::set_socket_reuseaddr(&fd, true).map_err(fail)?;
     if reuse_port {
@@ -79,14 +78,16 @@ pub fn adopt_listener(fd: OwnedFd) -> Result<TcpListener, AdoptError> {
         Err(Errno::NOTSOCK) => return Err(fail("it is not a socket".into())),
         Err(e) => return Err(fail(crate::os_error::describe(&e.into()))),
     };
-    let domain = sockopt::socket_domain(&fd).map_err(|e| fail(crate::os_error::describe(&e.into())))?;
+    // The family of its address: `SO_DOMAIN` is not on every system.
+    let domain =
+        rustix::net::getsockname(&fd).map_err(|e| fail(crate::os_error::describe(&e.into())))?.address_family();
     if domain != AddressFamily::INET && domain != AddressFamily::INET6 {
         return Err(fail("it is not an IPv4 or IPv6 socket (a Unix socket?)".into()));
     }
     if kind != SocketType::STREAM {
         return Err(fail("it is not a TCP (stream) socket".into()));
     }
-    if !sockopt::socket_acceptconn(&fd).map_err(|e| fail(crate::os_error::describe(&e.into())))? {
+    if !crate::sys::is_listening(&fd).map_err(|e| fail(crate::os_error::describe(&e.into())))? {
         return Err(fail("it is not listening (the supervisor must call listen)".into()));
     }
     // The file status flag is shared with the supervisor's copy; a
@@ -188,7 +189,7 @@ impl Listener {
     pub fn accept(&mut self) -> Accepted {
         let mut shed = 0;
         loop {
-            match rustix::net::accept_with(&self.socket, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC) {
+            match crate::sys::accept(&self.socket) {
                 Ok(fd) => {
                     ACCEPTED.set(ACCEPTED.get() + 1);
                     return Accepted::Stream(TcpStream::from(fd));
@@ -221,7 +222,7 @@ impl Listener {
             return false;
         };
         drop(reserve);
-        drop(rustix::net::accept_with(&self.socket, SocketFlags::CLOEXEC));
+        drop(crate::sys::accept(&self.socket));
         self.reserve = File::open("/dev/null").ok();
         self.reserve.is_some()
     }

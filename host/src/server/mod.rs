@@ -41,6 +41,8 @@ use faults::{FaultHistory, Next};
 use listener::{Accepted, Listener, Protocol};
 pub use listener::{AdoptError, BindError, accepted_on_this_thread, adopt_listener, bind, bind_group};
 use signals::Signals;
+pub use signals::hold_early_sighup;
+pub use watch::check_watchable;
 
 /// Bytes read per `read` call and per `on-data`.
 pub(crate) const READ_CHUNK: usize = 64 * 1024;
@@ -329,8 +331,35 @@ impl Server {
     }
 
     /// Starts a guest (instantiate + `init`) and starts accepting on its
-    /// listeners.
+    /// listeners. A guest that cannot start is an error.
     pub fn add_guest(&mut self, reactor: &mut Reactor, spec: GuestSpec) -> anyhow::Result<()> {
+        match self.add_guest_with(reactor, spec, false)? {
+            None => Ok(()),
+            Some(reason) => Err(anyhow::anyhow!("{reason}")),
+        }
+    }
+
+    /// Like [`Server::add_guest`], for a guest among others: if its first
+    /// start fails (`init` traps, refuses or runs out of memory), that is
+    /// logged as one error line naming it and its fault policy applies as
+    /// to any fault (restart with backoff, then a crash loop; or stay
+    /// stopped), while its listeners refuse connections until it is up. With
+    /// `on-fault = exit` the failure is still an error. Returns why the
+    /// guest is down, or `None` if it started.
+    pub fn add_guest_or_apply_policy(
+        &mut self,
+        reactor: &mut Reactor,
+        spec: GuestSpec,
+    ) -> anyhow::Result<Option<String>> {
+        self.add_guest_with(reactor, spec, true)
+    }
+
+    fn add_guest_with(
+        &mut self,
+        reactor: &mut Reactor,
+        spec: GuestSpec,
+        apply_policy: bool,
+    ) -> anyhow::Result<Option<String>> {
         let listeners = spec
             .listeners
             .iter()
@@ -346,32 +375,58 @@ impl Server {
             grants: spec.grants,
         };
         let name = setup.name.clone();
-        // A guest that cannot start at all is an operator error: no restarts.
-        // The error that stops the host is one line; a trap's wasm
-        // backtrace is logged at debug level (`-v`).
-        let guest = Guest::start(&self.runtime, &spec.module, &setup).map_err(|fault| {
+        // The error is one line; a trap's wasm backtrace is logged at debug
+        // level (`-v`).
+        let started = Guest::start(&self.runtime, &spec.module, &setup).map_err(|fault| {
             let text = fault.to_string();
             let (line, backtrace) = text.split_once('\n').unwrap_or((&text, ""));
             if !backtrace.is_empty() {
                 debug!(guest = &*name, callback = fault.callback, "{backtrace}");
             }
-            anyhow::anyhow!("{line}")
-        })?;
-        if !spec.http_listeners.is_empty() && !guest.has_http() {
-            anyhow::bail!(
-                "guest `{name}` has HTTP listeners but does not export wasmloop:handler/http-callbacks \
-                 (build it with a wasmloop SDK that has HTTP support)"
-            );
-        }
-        let module = &spec.module;
-        info!(guest = &*name, "started version {} of {}: {}", module.version, module.path.display(), module.origin);
-        let g = self.insert_slot(Instance::Wasm(guest), Program::Wasm(Box::new(spec.module)), setup, spec.policy);
+            (fault.kind, line.to_string())
+        });
+        let (guest, down) = match started {
+            Ok(guest) => {
+                if !spec.http_listeners.is_empty() && !guest.has_http() {
+                    anyhow::bail!(
+                        "guest `{name}` has HTTP listeners but does not export wasmloop:handler/http-callbacks \
+                         (build it with a wasmloop SDK that has HTTP support)"
+                    );
+                }
+                let module = &spec.module;
+                info!(
+                    guest = &*name,
+                    "started version {} of {}: {}",
+                    module.version,
+                    module.path.display(),
+                    module.origin
+                );
+                (Some(Instance::Wasm(guest)), None)
+            }
+            // Alone (or told to exit), a guest that cannot start is an
+            // operator error: the host stops before it serves anything.
+            Err((_, line)) if !apply_policy || spec.policy.on_fault == FaultPolicy::Exit => {
+                anyhow::bail!("{line}")
+            }
+            Err((kind, line)) => {
+                error!(guest = &*name, "{line}");
+                if let Some(metrics) = &setup.metrics {
+                    metrics.fault(kind);
+                    metrics.set_running(None);
+                }
+                (None, Some(line))
+            }
+        };
+        let g = self.insert_slot(guest, Program::Wasm(Box::new(spec.module)), setup, spec.policy);
         let protocols = spec.listeners.into_iter().map(|l| (l, Protocol::Tcp));
         let http =
             spec.http_listeners.into_iter().map(|(l, ws)| (l, if ws { Protocol::WebSocket } else { Protocol::Http }));
         self.listen(reactor, g, &name, protocols.chain(http))?;
-        self.settle(reactor, g);
-        Ok(())
+        match down {
+            None => self.settle(reactor, g),
+            Some(_) => self.apply_fault_policy(reactor, g),
+        }
+        Ok(down)
     }
 
     /// Makes a native handler (and runs its `init`), and starts accepting
@@ -396,7 +451,7 @@ impl Server {
         // As for a guest: one that cannot start is an operator error.
         let handler = program.start(&self.runtime, &setup).map_err(|fault| anyhow::anyhow!("{fault}"))?;
         info!(guest = &*name, "started native handler");
-        let g = self.insert_slot(handler, program, setup, spec.policy);
+        let g = self.insert_slot(Some(handler), program, setup, spec.policy);
         self.listen(reactor, g, &name, spec.listeners.into_iter().map(|l| (l, Protocol::Tcp)))?;
         self.settle(reactor, g);
         Ok(())
@@ -434,8 +489,15 @@ impl Server {
         Ok(())
     }
 
-    /// Adds a running instance with the routes its timers need.
-    fn insert_slot(&mut self, guest: Instance, program: Program, setup: GuestSetup, policy: Policy) -> GuestKey {
+    /// Adds an instance (`None`: one that could not start) with the routes
+    /// its timers need.
+    fn insert_slot(
+        &mut self,
+        guest: Option<Instance>,
+        program: Program,
+        setup: GuestSetup,
+        policy: Policy,
+    ) -> GuestKey {
         let routes = &mut self.routes;
         self.guests.insert_with_key(|g| {
             let [timer_route, restart_route, drain_route, release_route] = reload::slot_routes(routes, g);
@@ -444,7 +506,7 @@ impl Server {
                 held: Vec::new(),
                 release_route,
                 throttled_at: None,
-                guest: Some(guest),
+                guest,
                 program,
                 setup,
                 policy,

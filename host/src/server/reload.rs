@@ -150,7 +150,7 @@ impl Server {
             metrics.reloads.inc();
             metrics.set_running(Some(program.version()));
         }
-        let new = self.insert_slot(guest, program, setup, policy);
+        let new = self.insert_slot(Some(guest), program, setup, policy);
         for listener in self.listeners.iter_mut().filter(|l| l.guest == old) {
             listener.guest = new;
         }

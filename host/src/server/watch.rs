@@ -7,6 +7,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -26,8 +27,10 @@ impl Watcher {
         Ok(Watcher { files: FileWatcher::new()?, guests: Vec::new() })
     }
 
-    /// Watches `path` on behalf of `guest`.
+    /// Watches `path` on behalf of `guest`, unless others could write it
+    /// (see [`check_watchable`]).
     pub fn watch(&mut self, path: &Path, guest: &str) -> io::Result<()> {
+        check_watchable(path)?;
         let id = self.files.watch(path)?;
         debug_assert_eq!(id.0, self.guests.len());
         self.guests.push(guest.to_string());
@@ -40,6 +43,41 @@ impl Watcher {
         let guests = &self.guests;
         self.files.drain(|id| changed(&guests[id.0]));
     }
+}
+
+/// `--watch` loads whatever lands in a module file, so only its owner may
+/// be able to put something there: refused are a module file, or its
+/// directory, that group or others can write (as the compiled cache refuses
+/// such a directory, runtime/cache.rs). Through a symlink, the file and
+/// directory it names are checked too. A file that is not there passes:
+/// loading it says so better.
+pub fn check_watchable(path: &Path) -> io::Result<()> {
+    let mut files = vec![path.to_path_buf()];
+    if let Ok(real) = std::fs::canonicalize(path)
+        && real != path
+    {
+        files.push(real);
+    }
+    for file in &files {
+        let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        for checked in [file.as_path(), dir] {
+            let mode = match std::fs::metadata(checked) {
+                Ok(meta) => meta.permissions().mode(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if mode & 0o022 != 0 {
+                let who = if mode & 0o002 != 0 { "others" } else { "its group" };
+                return Err(io::Error::other(format!(
+                    "{} can be written by {who} (mode {:o}), who could have the host load their code: \
+                     chmod go-w it, or run without --watch",
+                    checked.display(),
+                    mode & 0o777
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl AsFd for Watcher {
