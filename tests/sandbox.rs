@@ -477,7 +477,9 @@ fn among_several_guests_one_that_cannot_start_goes_through_its_fault_policy_whil
             module: "broken_init",
             config: String::new(),
             on_fault: "restart",
+            extra: vec![],
             limits: vec![],
+            listen: "listen",
         };
         let spinning = Spec::hostile("spin-init").on_fault("stop").limit("init_deadline_ms", 200);
         let mut sandbox = Sandbox::start(vec![broken, spinning]);
