@@ -187,6 +187,16 @@ fn a_zero_callback_deadline_is_an_argument_error() {
 }
 
 #[test]
+fn a_cpu_budget_outside_a_second_and_zero_callbacks_per_turn_are_argument_errors() {
+    bounded(Duration::from_secs(60), || {
+        for (flag, value) in [("--cpu-budget-ms", "0"), ("--cpu-budget-ms", "1001"), ("--max-callbacks-per-turn", "0")] {
+            let out = host(&["run", "x.wasm", "--listen", "127.0.0.1:0", flag, value]);
+            assert_one_line_error(&out, 2, &[flag, value]);
+        }
+    });
+}
+
+#[test]
 fn a_memory_cap_whose_bytes_overflow_is_an_argument_error_not_a_wrap() {
     bounded(Duration::from_secs(90), || {
         // A real guest: a cap that wrapped would start it under some other cap.
@@ -251,6 +261,9 @@ fn zero_deadlines_and_overflowing_memory_caps_in_the_config_are_named() {
             ),
             ("max_memory_mib", "9223372036854775807", &["guest[0].limits.max_memory_mib", "more than this machine"]),
             ("max_memory_mib", "18446744073709551615", &["guest[0].limits.max_memory_mib", "more than this machine"]),
+            ("cpu_budget_ms", "0", &["guest[0].limits.cpu_budget_ms", "1 to 1000"]),
+            ("cpu_budget_ms", "1001", &["guest[0].limits.cpu_budget_ms", "1 to 1000"]),
+            ("max_callbacks_per_turn", "0", &["guest[0].limits.max_callbacks_per_turn", "at least 1"]),
         ] {
             let file = format!("limit-{key}-{value}.toml");
             let out = run_config(&file, &format!("{guest}[guest.limits]\n{key} = {value}\n"));

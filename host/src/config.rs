@@ -149,13 +149,14 @@ impl LimitsConfig {
             }
         }
         if let Some(v) = self.cpu_budget_ms {
-            limits.cpu_budget = ms(v.clamp(1, 1000));
+            // `HostConfig::load` refused values outside 1..=1000.
+            limits.cpu_budget = ms(v);
         }
         if let Some(v) = self.cpu_overrun_ms {
             limits.cpu_overrun = ms(v);
         }
         if let Some(v) = self.max_callbacks_per_turn {
-            limits.max_callbacks_per_turn = v.max(1);
+            limits.max_callbacks_per_turn = v;
         }
         if let Some(v) = self.max_log_lines_per_sec {
             limits.log_lines_per_sec = v;
@@ -260,6 +261,16 @@ impl HostConfig {
             }
             if let Some(mib) = limits.max_memory_mib {
                 memory_bytes(mib).map_err(|e| fail(format!("guest[{i}].limits.max_memory_mib: {e}")))?;
+            }
+            if let Some(budget) = limits.cpu_budget_ms
+                && !(1..=1000).contains(&budget)
+            {
+                let why = "must be 1 to 1000 (milliseconds of callback time per second)";
+                return Err(fail(format!("guest[{i}].limits.cpu_budget_ms: {why}")));
+            }
+            if limits.max_callbacks_per_turn == Some(0) {
+                let why = "must be at least 1 (a guest with none would never run)";
+                return Err(fail(format!("guest[{i}].limits.max_callbacks_per_turn: {why}")));
             }
         }
         Ok(config)

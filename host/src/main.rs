@@ -160,7 +160,7 @@ struct RunArgs {
     #[arg(long, value_name = "MS", default_value_t = 50, value_parser = parse_deadline_ms)]
     callback_deadline_ms: u64,
 
-    /// Linear memory cap for the guest.
+    /// Cap on the guest's linear memories and tables, all together.
     #[arg(long, value_name = "MIB", default_value_t = 64, value_parser = parse_mib)]
     max_memory_mib: usize,
 
