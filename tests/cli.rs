@@ -189,7 +189,8 @@ fn a_zero_callback_deadline_is_an_argument_error() {
 #[test]
 fn a_cpu_budget_outside_a_second_and_zero_callbacks_per_turn_are_argument_errors() {
     bounded(Duration::from_secs(60), || {
-        for (flag, value) in [("--cpu-budget-ms", "0"), ("--cpu-budget-ms", "1001"), ("--max-callbacks-per-turn", "0")] {
+        for (flag, value) in [("--cpu-budget-ms", "0"), ("--cpu-budget-ms", "1001"), ("--max-callbacks-per-turn", "0")]
+        {
             let out = host(&["run", "x.wasm", "--listen", "127.0.0.1:0", flag, value]);
             assert_one_line_error(&out, 2, &[flag, value]);
         }
