@@ -650,23 +650,22 @@ impl Host {
 
     /// The host process's resident memory (`VmRSS`), in bytes.
     pub fn rss_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("cannot read status");
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("status has VmRSS");
-        kib * 1024
+        self.status_bytes("VmRSS:")
     }
 
     /// The most resident memory the host process had (VmHWM), in bytes.
     pub fn peak_rss_bytes(&self) -> u64 {
+        self.status_bytes("VmHWM:")
+    }
+
+    /// A size in kB from the host's /proc status (`VmRSS:`), in bytes.
+    fn status_bytes(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("cannot read status");
         let kib: u64 = status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("status has VmHWM");
+            .unwrap_or_else(|| panic!("status has {field}"));
         kib * 1024
     }
 

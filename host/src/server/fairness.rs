@@ -64,8 +64,9 @@ pub struct CpuShare {
     turn: Option<Instant>,
     turn_used: Duration,
     turn_callbacks: u32,
-    /// Budget left, in nanoseconds; negative when overdrawn.
-    tokens: i128,
+    /// Budget left, in nanoseconds; negative when overdrawn (by at most
+    /// one callback: a deadline, or `init`'s).
+    tokens: i64,
     refilled: Instant,
     /// Held until then.
     throttled_until: Option<Instant>,
@@ -81,7 +82,7 @@ impl CpuShare {
             turn: None,
             turn_used: Duration::ZERO,
             turn_callbacks: 0,
-            tokens: limits.budget.as_nanos() as i128,
+            tokens: nanos(limits.budget),
             refilled: now,
             throttled_until: None,
             overrun_since: None,
@@ -93,9 +94,11 @@ impl CpuShare {
     /// `turn`? `throttled` is told when a throttle begins.
     pub fn gate(&mut self, turn: Instant) -> Gate {
         if self.turn != Some(turn) {
+            // The clock stands still within a turn: refill once per turn.
             self.turn = Some(turn);
             self.turn_used = Duration::ZERO;
             self.turn_callbacks = 0;
+            self.refill(turn);
         }
         if let Some(until) = self.throttled_until {
             if turn < until {
@@ -103,7 +106,6 @@ impl CpuShare {
             }
             self.throttled_until = None;
         }
-        self.refill(turn);
         if self.tokens < 0 {
             return self.throttle(turn);
         }
@@ -117,7 +119,7 @@ impl CpuShare {
     pub fn charge(&mut self, took: Duration) {
         self.turn_used += took;
         self.turn_callbacks += 1;
-        self.tokens -= took.as_nanos() as i128;
+        self.tokens = self.tokens.saturating_sub(nanos(took));
     }
 
     /// Whether the guest is held by its budget now.
@@ -126,12 +128,14 @@ impl CpuShare {
     }
 
     fn refill(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.refilled);
+        // A second refills the whole bucket: longer gaps change nothing,
+        // and the product below stays under 10^18.
+        let elapsed = nanos(now.saturating_duration_since(self.refilled).min(Duration::from_secs(1)));
         self.refilled = now;
         // budget per second × elapsed seconds, in ns, capped at one second's.
-        let budget = self.limits.budget.as_nanos() as i128;
-        let refill = budget * elapsed.as_nanos() as i128 / 1_000_000_000;
-        self.tokens = (self.tokens + refill).min(budget);
+        let budget = nanos(self.limits.budget);
+        let refill = budget * elapsed / 1_000_000_000;
+        self.tokens = self.tokens.saturating_add(refill).min(budget);
     }
 
     fn throttle(&mut self, now: Instant) -> Gate {
@@ -144,13 +148,20 @@ impl CpuShare {
             return Gate::Overrun(over);
         }
         // Until the bucket is back at zero.
-        let budget = self.limits.budget.as_nanos().max(1) as i128;
-        // Rounded up: when it ends, the bucket is back at zero.
-        let wait_ns = ((-self.tokens) * 1_000_000_000 + budget - 1) / budget;
+        let budget = nanos(self.limits.budget).max(1);
+        // Rounded up: when it ends, the bucket is back at zero. An overdraft
+        // over 9 s would overflow; the clamp below cuts it to 1 s anyway.
+        let overdraft = self.tokens.saturating_neg().min(9_000_000_000);
+        let wait_ns = (overdraft * 1_000_000_000 + budget - 1) / budget;
         let until = now + Duration::from_nanos(wait_ns.clamp(1_000_000, 1_000_000_000) as u64);
         self.throttled_until = Some(until);
         Gate::Throttled(until)
     }
+}
+
+/// A duration in nanoseconds, saturating (ours are seconds at most).
+fn nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
