@@ -137,7 +137,6 @@ enum Route {
 }
 
 /// Callbacks queued for the deferred phase.
-#[derive(Clone)]
 enum Deferred {
     Read(GuestKey, ConnKey),
     Writable(GuestKey, ConnKey),
@@ -1240,10 +1239,12 @@ impl Handler for Server {
             // A callback waits for its guest's share of the loop; the
             // reading, accepting and timer work checks for itself, as it
             // goes.
-            if let Some(g) = work.guest_calling()
-                && !self.admit(reactor, g, work.clone())
-            {
-                continue;
+            if let Some(g) = work.guest_calling() {
+                let gate = self.gate(reactor, g);
+                if gate != Gate::Open {
+                    self.postpone(reactor, g, gate, work);
+                    continue;
+                }
             }
             match work {
                 Deferred::Read(g, c) => self.read(reactor, g, c, true),
