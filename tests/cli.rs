@@ -136,6 +136,14 @@ fn an_unknown_flag_is_an_argument_error() {
 }
 
 #[test]
+fn a_misspelt_flag_keeps_clap_s_tip_naming_the_right_one() {
+    bounded(Duration::from_secs(60), || {
+        let out = host(&["run", "guest.wasm", "--lisen", "127.0.0.1:0"]);
+        assert_one_line_error(&out, 2, &["--lisen", "tip: a similar argument exists: '--listen'"]);
+    });
+}
+
+#[test]
 fn a_missing_listen_flag_is_an_argument_error() {
     bounded(Duration::from_secs(60), || {
         let out = host(&["run", "guest.wasm"]);

@@ -269,12 +269,13 @@ fn main() -> ExitCode {
 }
 
 /// Clap's message as one line: its first paragraph (the problem and, for a
-/// missing argument, which one), without the usage that follows; that is one
-/// `--help` away.
+/// missing argument, which one) and its tips ("a similar argument exists:
+/// '--listen'"), without the usage that follows; that is one `--help` away.
 fn one_line(e: &clap::Error) -> String {
     let text = e.render().to_string();
     let paragraph: Vec<&str> = text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
-    let line = paragraph.join(" ");
+    let tips = text.lines().map(str::trim).filter(|l| l.starts_with("tip:"));
+    let line = paragraph.into_iter().chain(tips).collect::<Vec<_>>().join("; ");
     if line.is_empty() { "error: invalid arguments (see `host --help`)".into() } else { line }
 }
 

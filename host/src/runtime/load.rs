@@ -100,7 +100,7 @@ impl Runtime {
     pub fn new() -> anyhow::Result<Runtime> {
         let mut wasm = Config::new();
         // Concurrency support makes every synchronous call about 3x slower
-        // (shared/FINDINGS.md); our callbacks are synchronous by design.
+        // (docs/wasmtime-notes.md); our callbacks are synchronous by design.
         wasm.concurrency_support(false);
         wasm.epoch_interruption(true);
         wasm.wasm_backtrace_max_frames(std::num::NonZeroUsize::new(32));
