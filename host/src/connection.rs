@@ -61,6 +61,9 @@ pub struct Connection {
     pub connecting: Cell<bool>,
     /// The timer bounding the connect, while `connecting`.
     pub connect_timer: Cell<Option<TimerId>>,
+    /// A read waits for the guest's CPU share (server/fairness.rs): new
+    /// edges are left to it, so a peer's packets cannot queue more work.
+    pub read_postponed: Cell<bool>,
     /// Accepted on an HTTP or WebSocket listener: the host speaks the
     /// protocol, and the guest sees requests instead of bytes.
     pub http: Option<Box<HttpState>>,
@@ -76,6 +79,7 @@ impl Connection {
             failed: RefCell::new(None),
             paused: Cell::new(false),
             eof: Cell::new(false),
+            read_postponed: Cell::new(false),
             notify_writable: Cell::new(false),
             shutdown_requested: Cell::new(false),
             write_shut: Cell::new(false),

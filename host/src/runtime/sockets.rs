@@ -104,7 +104,7 @@ impl datagrams::Host for GuestState {
             tracing::debug!(guest = &*self.name, "UDP bind on {addr} failed: {e}");
             DatagramError::Other
         })?;
-        let key = self.udp.insert(UdpSocket { socket, token: UNREGISTERED });
+        let key = self.udp.insert(UdpSocket { socket, token: UNREGISTERED, postponed: Default::default() });
         self.udp_new.push(key);
         Ok(key.handle())
     }

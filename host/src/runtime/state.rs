@@ -124,6 +124,9 @@ pub struct UdpSocket {
     /// [`UNREGISTERED`](crate::connection::UNREGISTERED) until the server
     /// registers it after the callback that bound it.
     pub token: u64,
+    /// Receiving waits for the guest's CPU share: new datagrams are left to
+    /// the queued work.
+    pub postponed: std::cell::Cell<bool>,
 }
 
 /// How many denied addresses are remembered to log each denial once; past

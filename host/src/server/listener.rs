@@ -156,6 +156,9 @@ pub(super) struct Listener {
     /// listener that stays readable (libev's and nginx's remedy).
     reserve: Option<File>,
     last_warning: Option<Instant>,
+    /// Accepting waits for the guest's CPU share: new connections are left
+    /// to the queued `Accept`.
+    pub accept_postponed: bool,
 }
 
 pub(super) enum Accepted {
@@ -183,6 +186,7 @@ impl Listener {
             route,
             reserve: Some(File::open("/dev/null")?),
             last_warning: None,
+            accept_postponed: false,
         })
     }
 

@@ -785,6 +785,9 @@ impl Server {
     /// `work` of guest `g` waits: for the next turn, or until the guest's
     /// throttle ends. A lasting overrun is the guest's fault.
     fn postpone(&mut self, reactor: &mut Reactor, g: GuestKey, gate: Gate, work: Deferred) {
+        if gate != Gate::Open && !matches!(gate, Gate::Overrun(_)) && self.already_postponed(g, &work) {
+            return;
+        }
         let Some(slot) = self.guests.get_mut(g) else { return };
         match gate {
             Gate::Open => {}
@@ -827,6 +830,25 @@ impl Server {
                 };
                 self.tear_down(reactor, g, &fault);
             }
+        }
+    }
+
+    /// Marks the socket behind `work` as waiting for its guest's share;
+    /// `true` if it already was (its work is queued once, however many
+    /// events its peer causes meanwhile).
+    fn already_postponed(&mut self, g: GuestKey, work: &Deferred) -> bool {
+        match *work {
+            Deferred::Read(_, c) => self.connection(g, c).is_some_and(|conn| conn.read_postponed.replace(true)),
+            Deferred::Accept(index) => {
+                self.listeners.get_mut(index).is_some_and(|l| std::mem::replace(&mut l.accept_postponed, true))
+            }
+            Deferred::Datagrams(_, k) => self
+                .guests
+                .get(g)
+                .and_then(|s| s.guest.as_ref())
+                .and_then(|i| i.state().udp.get(k))
+                .is_some_and(|socket| socket.postponed.replace(true)),
+            _ => false,
         }
     }
 
@@ -1128,7 +1150,12 @@ impl Handler for Server {
             return;
         };
         match route {
-            Route::Listener(index) => self.accept(reactor, index),
+            Route::Listener(index) => {
+                // Accepting already waits for the guest's share.
+                if !self.listeners.get(index).is_some_and(|l| l.accept_postponed) {
+                    self.accept(reactor, index);
+                }
+            }
             Route::Connection(g, c) => {
                 if self.is_connecting(g, c) {
                     return self.connect_ready(reactor, g, c);
@@ -1136,7 +1163,8 @@ impl Handler for Server {
                 if event.writable {
                     self.settle_connection(reactor, g, c);
                 }
-                if event.readable {
+                // A read waiting for the guest's share will read this too.
+                if event.readable && !self.connection(g, c).is_some_and(|conn| conn.read_postponed.get()) {
                     self.read(reactor, g, c, event.closed);
                 }
             }
@@ -1152,7 +1180,12 @@ impl Handler for Server {
                     self.reload(None);
                 }
             }
-            Route::Datagram(g, k) => self.receive_datagrams(reactor, g, k),
+            Route::Datagram(g, k) => {
+                let postponed = self.guests.get(g).and_then(|s| s.guest.as_ref()).and_then(|i| i.state().udp.get(k));
+                if !postponed.is_some_and(|socket| socket.postponed.get()) {
+                    self.receive_datagrams(reactor, g, k);
+                }
+            }
             Route::GuestTimers(_)
             | Route::HttpTimer(..)
             | Route::Restart(_)
@@ -1247,7 +1280,12 @@ impl Handler for Server {
                 }
             }
             match work {
-                Deferred::Read(g, c) => self.read(reactor, g, c, true),
+                Deferred::Read(g, c) => {
+                    if let Some(conn) = self.connection(g, c) {
+                        conn.read_postponed.set(false);
+                    }
+                    self.read(reactor, g, c, true)
+                }
                 Deferred::Writable(g, c) => {
                     if self.connection(g, c).is_some() {
                         self.call(reactor, g, |guest| guest.on_writable(c.handle()));
@@ -1257,10 +1295,22 @@ impl Handler for Server {
                     self.call(reactor, g, |guest| guest.on_close(handle, &reason));
                     self.retire_if_drained(reactor, g);
                 }
-                Deferred::Accept(index) => self.accept(reactor, index),
+                Deferred::Accept(index) => {
+                    if let Some(listener) = self.listeners.get_mut(index) {
+                        listener.accept_postponed = false;
+                    }
+                    self.accept(reactor, index)
+                }
                 Deferred::Timers(g) => self.fire_guest_timers(reactor, g),
                 Deferred::Connected(g, c, outcome) => self.deliver_connect(reactor, g, c, outcome),
-                Deferred::Datagrams(g, k) => self.receive_datagrams(reactor, g, k),
+                Deferred::Datagrams(g, k) => {
+                    if let Some(socket) =
+                        self.guests.get(g).and_then(|s| s.guest.as_ref()).and_then(|i| i.state().udp.get(k))
+                    {
+                        socket.postponed.set(false);
+                    }
+                    self.receive_datagrams(reactor, g, k)
+                }
                 Deferred::ResponseWritable(g, c, req) => {
                     if self.connection(g, c).is_some() {
                         self.call(reactor, g, |guest| guest.on_response_writable(req));

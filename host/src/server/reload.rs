@@ -19,7 +19,7 @@ use tracing::{debug, error, info, warn};
 use wasmloop_reactor::Reactor;
 
 use super::watch::{DEBOUNCE, Watcher};
-use super::{GuestKey, GuestSlot, Program, Route, Server, route_key, token};
+use super::{Deferred, GuestKey, GuestSlot, Program, Route, Server, route_key, token};
 use crate::config::{Policy, ReloadMode};
 use crate::runtime::{Fault, GuestSetup};
 use crate::runtime::{Guest, Instance, LoadError, Module};
@@ -151,8 +151,14 @@ impl Server {
             metrics.set_running(Some(program.version()));
         }
         let new = self.insert_slot(Some(guest), program, setup, policy);
-        for listener in self.listeners.iter_mut().filter(|l| l.guest == old) {
+        // Work the old version had waiting for its CPU share (fairness.rs)
+        // is the new one's now: it is queued again for `new`.
+        let mut waiting = Vec::new();
+        for (index, listener) in self.listeners.iter_mut().enumerate().filter(|(_, l)| l.guest == old) {
             listener.guest = new;
+            if std::mem::take(&mut listener.accept_postponed) {
+                waiting.push(Deferred::Accept(index));
+            }
         }
         // Connections and sockets that moved (migrate) now route to `new`.
         if let Some(guest) = self.guests[new].guest.as_ref() {
@@ -161,12 +167,21 @@ impl Server {
                 if let Some(route) = self.routes.get_mut(route_key(Token(conn.token))) {
                     *route = Route::Connection(new, c);
                 }
+                if conn.read_postponed.take() {
+                    waiting.push(Deferred::Read(new, c));
+                }
             }
             for (k, socket) in &state.udp {
                 if let Some(route) = self.routes.get_mut(route_key(Token(socket.token))) {
                     *route = Route::Datagram(new, k);
                 }
+                if socket.postponed.take() {
+                    waiting.push(Deferred::Datagrams(new, k));
+                }
             }
+        }
+        for work in waiting {
+            self.defer(reactor, work);
         }
         self.settle(reactor, new);
         new
