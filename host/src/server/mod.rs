@@ -231,6 +231,8 @@ struct GuestSlot {
     release_route: RouteKey,
     /// When the current throttle began, for the metrics.
     throttled_at: Option<Instant>,
+    /// Its postponed work in the deferred queue (see `Server::gate`).
+    waiting: usize,
 }
 
 pub struct Server {
@@ -240,7 +242,11 @@ pub struct Server {
     guests: SlotMap<GuestKey, GuestSlot>,
     listeners: Vec<Listener>,
     signals: Option<Signals>,
-    deferred: VecDeque<Deferred>,
+    /// Work for the deferred phase; `Some(guest)` marks work postponed for
+    /// that guest's share of the loop (counted in its `waiting`).
+    deferred: VecDeque<(Deferred, Option<GuestKey>)>,
+    /// The deferred phase is running (fresh events are not: see `gate`).
+    in_deferred: bool,
     read_buf: Box<[u8]>,
     shutting_down: bool,
     /// Set when a guest's fault policy stops the host.
@@ -305,6 +311,7 @@ impl Server {
             listeners: Vec::new(),
             signals: None,
             deferred: VecDeque::new(),
+            in_deferred: false,
             read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
             shutting_down: false,
             exit_reason: None,
@@ -505,6 +512,7 @@ impl Server {
                 held: Vec::new(),
                 release_route,
                 throttled_at: None,
+                waiting: 0,
                 guest,
                 program,
                 setup,
@@ -633,7 +641,7 @@ impl Server {
     }
 
     fn defer(&mut self, reactor: &mut Reactor, work: Deferred) {
-        self.deferred.push_back(work);
+        self.deferred.push_back((work, None));
         reactor.defer();
     }
 
@@ -763,10 +771,15 @@ impl Server {
 
     // ---- Fairness (fairness.rs) -------------------------------------------
 
-    /// Whether guest `g` may run a callback now.
+    /// Whether guest `g` may run a callback now. A fresh event (not from
+    /// the deferred phase) of a guest with postponed work waiting goes
+    /// behind that work, so the guest's events run in the order they came.
     fn gate(&mut self, reactor: &Reactor, g: GuestKey) -> Gate {
         match self.guests.get_mut(g) {
-            Some(slot) if slot.guest.is_some() => slot.cpu.gate(reactor.now()),
+            Some(slot) if slot.guest.is_some() => match slot.cpu.gate(reactor.now()) {
+                Gate::Open if slot.waiting > 0 && !self.in_deferred => Gate::NextTurn,
+                gate => gate,
+            },
             // Nothing to run: the work finds out for itself.
             _ => Gate::Open,
         }
@@ -795,7 +808,9 @@ impl Server {
                 if let Some(metrics) = &slot.setup.metrics {
                     metrics.deferred.inc();
                 }
-                self.defer(reactor, work);
+                slot.waiting += 1;
+                self.deferred.push_back((work, Some(g)));
+                reactor.defer();
             }
             Gate::Throttled(until) => {
                 if slot.held.is_empty() {
@@ -867,7 +882,7 @@ impl Server {
         }
         let held = std::mem::take(&mut slot.held);
         if !held.is_empty() {
-            self.deferred.extend(held);
+            self.deferred.extend(held.into_iter().map(|work| (work, None)));
             reactor.defer();
         }
     }
@@ -1265,10 +1280,14 @@ impl Handler for Server {
     fn deferred(&mut self, reactor: &mut Reactor) {
         // Only the work queued so far: what this work queues waits for the
         // next turn, so IO and timers are not starved.
+        self.in_deferred = true;
         for _ in 0..self.deferred.len() {
-            let Some(work) = self.deferred.pop_front() else {
+            let Some((work, postponed)) = self.deferred.pop_front() else {
                 break;
             };
+            if let Some(slot) = postponed.and_then(|g| self.guests.get_mut(g)) {
+                slot.waiting -= 1;
+            }
             // A callback waits for its guest's share of the loop; the
             // reading, accepting and timer work checks for itself, as it
             // goes.
@@ -1331,6 +1350,7 @@ impl Handler for Server {
                 }
             }
         }
+        self.in_deferred = false;
         if !self.deferred.is_empty() {
             reactor.defer();
         }
