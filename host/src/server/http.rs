@@ -154,8 +154,8 @@ impl Server {
         if let Some(metrics) = &state.metrics {
             metrics.input_refused.inc();
         }
-        // Drop what it held now, not when the refused connection closes.
-        http.input.borrow_mut().clear();
+        // Drop what it held now, not when the refused connection closes
+        // (the lingering close below empties its input buffer).
         if let Some(frames) = http.frames.borrow_mut().as_mut() {
             frames.abandon();
         }

@@ -803,7 +803,7 @@ impl Server {
     /// `work` of guest `g` waits: for the next turn, or until the guest's
     /// throttle ends. A lasting overrun is the guest's fault.
     fn postpone(&mut self, reactor: &mut Reactor, g: GuestKey, gate: Gate, work: Deferred) {
-        if gate != Gate::Open && !matches!(gate, Gate::Overrun(_)) && self.already_postponed(g, &work) {
+        if gate != Gate::Open && !matches!(gate, Gate::Overrun(_)) && self.mark_postponed(&work, true) {
             return;
         }
         let Some(slot) = self.guests.get_mut(g) else { return };
@@ -853,21 +853,22 @@ impl Server {
         }
     }
 
-    /// Marks the socket behind `work` as waiting for its guest's share;
-    /// `true` if it already was (its work is queued once, however many
-    /// events its peer causes meanwhile).
-    fn already_postponed(&mut self, g: GuestKey, work: &Deferred) -> bool {
+    /// Marks the socket behind `work` as waiting (or, when its work runs,
+    /// no longer waiting) for its guest's share; returns whether it was.
+    /// While it waits its work is queued once, however many events its
+    /// peer causes meanwhile.
+    fn mark_postponed(&mut self, work: &Deferred, postponed: bool) -> bool {
         match *work {
-            Deferred::Read(_, c) => self.connection(g, c).is_some_and(|conn| conn.read_postponed.replace(true)),
+            Deferred::Read(g, c) => self.connection(g, c).is_some_and(|conn| conn.read_postponed.replace(postponed)),
             Deferred::Accept(index) => {
-                self.listeners.get_mut(index).is_some_and(|l| std::mem::replace(&mut l.accept_postponed, true))
+                self.listeners.get_mut(index).is_some_and(|l| std::mem::replace(&mut l.accept_postponed, postponed))
             }
-            Deferred::Datagrams(_, k) => self
+            Deferred::Datagrams(g, k) => self
                 .guests
                 .get(g)
                 .and_then(|s| s.guest.as_ref())
                 .and_then(|i| i.state().udp.get(k))
-                .is_some_and(|socket| socket.postponed.replace(true)),
+                .is_some_and(|socket| socket.postponed.replace(postponed)),
             _ => false,
         }
     }
@@ -1303,13 +1304,9 @@ impl Handler for Server {
                     continue;
                 }
             }
+            self.mark_postponed(&work, false);
             match work {
-                Deferred::Read(g, c) => {
-                    if let Some(conn) = self.connection(g, c) {
-                        conn.read_postponed.set(false);
-                    }
-                    self.read(reactor, g, c, true)
-                }
+                Deferred::Read(g, c) => self.read(reactor, g, c, true),
                 Deferred::Writable(g, c) => {
                     if self.connection(g, c).is_some() {
                         self.call(reactor, g, |guest| guest.on_writable(c.handle()));
@@ -1319,22 +1316,10 @@ impl Handler for Server {
                     self.call(reactor, g, |guest| guest.on_close(handle, &reason));
                     self.retire_if_drained(reactor, g);
                 }
-                Deferred::Accept(index) => {
-                    if let Some(listener) = self.listeners.get_mut(index) {
-                        listener.accept_postponed = false;
-                    }
-                    self.accept(reactor, index)
-                }
+                Deferred::Accept(index) => self.accept(reactor, index),
                 Deferred::Timers(g) => self.fire_guest_timers(reactor, g),
                 Deferred::Connected(g, c, outcome) => self.deliver_connect(reactor, g, c, outcome),
-                Deferred::Datagrams(g, k) => {
-                    if let Some(socket) =
-                        self.guests.get(g).and_then(|s| s.guest.as_ref()).and_then(|i| i.state().udp.get(k))
-                    {
-                        socket.postponed.set(false);
-                    }
-                    self.receive_datagrams(reactor, g, k)
-                }
+                Deferred::Datagrams(g, k) => self.receive_datagrams(reactor, g, k),
                 Deferred::ResponseWritable(g, c, req) => {
                     if self.connection(g, c).is_some() {
                         self.call(reactor, g, |guest| guest.on_response_writable(req));
