@@ -14,7 +14,7 @@ use slotmap::SlotMap;
 use tracing::{debug, warn};
 use wasmloop_reactor::{Interest, Reactor, Token};
 
-use super::{Deferred, Gate, GuestKey, Route, RouteKey, Server, route_key, token};
+use super::{Deferred, GuestKey, Route, RouteKey, Server, route_key, token};
 use crate::connection::UNREGISTERED;
 use crate::runtime::Handle;
 use crate::runtime::{GuestState, UdpKey, UdpSocket};
@@ -60,9 +60,7 @@ impl Server {
                 budget_left = false;
                 break;
             }
-            let gate = self.gate(reactor, g);
-            if gate != Gate::Open {
-                self.postpone(reactor, g, gate, Deferred::Datagrams(g, k));
+            if !self.admit(reactor, g, Deferred::Datagrams(g, k)) {
                 break;
             }
             let Some(guest) = self.guests.get(g).and_then(|s| s.guest.as_ref()) else { break };

@@ -1000,9 +1000,7 @@ impl Server {
             }
             // The guest is past its share of the loop: read when it has one
             // again (the bytes wait in the kernel, or in the HTTP input).
-            let gate = self.gate(reactor, g);
-            if gate != Gate::Open {
-                self.postpone(reactor, g, gate, Deferred::Read(g, c));
+            if !self.admit(reactor, g, Deferred::Read(g, c)) {
                 break;
             }
             let Some(conn) = self.connection(g, c) else {
@@ -1032,9 +1030,7 @@ impl Server {
                     self.http_input(reactor, g, c, &mut buf[..n]);
                     // Stopped for the guest's share of the loop: what is
                     // left of the input waits with the socket.
-                    let gate = self.gate(reactor, g);
-                    if gate != Gate::Open {
-                        self.postpone(reactor, g, gate, Deferred::Read(g, c));
+                    if !self.admit(reactor, g, Deferred::Read(g, c)) {
                         break;
                     }
                     if n < buf.len() && !drain {
@@ -1146,9 +1142,8 @@ impl Server {
             if guest.state_mut().timers.next_deadline().is_none_or(|at| at > now) {
                 break;
             }
-            let gate = self.gate(reactor, g);
-            if gate != Gate::Open {
-                return self.postpone(reactor, g, gate, Deferred::Timers(g));
+            if !self.admit(reactor, g, Deferred::Timers(g)) {
+                return;
             }
             let Some(guest) = self.guests.get_mut(g).and_then(|s| s.guest.as_mut()) else {
                 return;
