@@ -16,11 +16,11 @@ use clap::{Parser, Subcommand};
 use wasmloop::config::{FaultPolicy, HostConfig, Policy, ReloadMode};
 use wasmloop::descriptors::{self, Needs};
 use wasmloop::grants::{AllowRule, Allowlist, Grants};
-use wasmloop::http_conn::HttpLimits;
 use wasmloop::metrics::Metrics;
 use wasmloop::runtime::{GuestLimits, Runtime};
 use wasmloop::server::{GuestSpec, ServerConfig, adopt_listener, bind_group};
 use wasmloop::workers::{self, LoopBackend, Worker};
+use wasmloop_io::http::HttpLimits;
 
 mod inspect;
 

@@ -1,5 +1,6 @@
-//! A TCP connection as the host keeps it for a guest: the socket, the output
-//! buffer, and the state the guest's calls change.
+//! A connection as the host keeps it for its owner (a guest or a native
+//! handler): the transport, the output buffer, and the state the owner's
+//! calls change.
 //!
 //! The guest's `write` runs inside a host import that can only borrow the
 //! store immutably while it also borrows the guest's memory (the bytes are
@@ -8,16 +9,16 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::io::{self, IoSlice};
+use std::net::TcpStream;
 
 use wasmloop_reactor::TimerId;
 
-use std::sync::Arc;
-
-use crate::http_conn::HttpState;
-use crate::metrics::GuestMetrics;
-use crate::runtime::bindings::CloseReason;
+use crate::budget::OutputBudget;
+use crate::error::{CloseReason, close_reason};
+use crate::http::HttpConn;
+use crate::output::Output;
+use crate::transport::Transport;
 
 /// The `token` of a connection (or UDP socket) not yet registered with the
 /// reactor: an outbound connect made inside a callback is registered right
@@ -30,7 +31,8 @@ pub const UNREGISTERED: u64 = u64::MAX;
 const RETAINED_OUTPUT: usize = 64 * 1024;
 
 pub struct Connection {
-    pub socket: TcpStream,
+    /// What carries the bytes: everything below reads and writes through it.
+    pub transport: Transport,
     /// The reactor token (route) this connection is registered under.
     pub token: u64,
     output: RefCell<VecDeque<u8>>,
@@ -66,13 +68,13 @@ pub struct Connection {
     pub read_postponed: Cell<bool>,
     /// Accepted on an HTTP or WebSocket listener: the host speaks the
     /// protocol, and the guest sees requests instead of bytes.
-    pub http: Option<Box<HttpState>>,
+    pub http: Option<Box<HttpConn>>,
 }
 
 impl Connection {
     pub fn new(socket: TcpStream, token: u64, max_output: usize) -> Connection {
         Connection {
-            socket,
+            transport: Transport::Tcp(socket),
             token,
             output: RefCell::new(VecDeque::new()),
             max_output,
@@ -118,7 +120,7 @@ impl Connection {
         let mut output = self.output.borrow_mut();
         let mut sent = 0;
         if output.is_empty() && !self.connecting.get() {
-            match (&self.socket).write(data) {
+            match self.transport.write(data) {
                 Ok(n) => {
                     sent = n;
                     budget.sent(n);
@@ -134,7 +136,7 @@ impl Connection {
         let room = self.max_output.saturating_sub(output.len()).min(budget.room());
         let queued = (data.len() - sent).min(room);
         output.extend(&data[sent..sent + queued]);
-        budget.used.set(budget.used.get() + queued);
+        budget.take(queued);
         sent + queued
     }
 
@@ -149,15 +151,24 @@ impl Connection {
     /// framed protocol output, where half a frame would corrupt the stream.
     pub fn write_all(&self, parts: &[&[u8]], budget: &OutputBudget) -> bool {
         let total: usize = parts.iter().map(|p| p.len()).sum();
-        if total > self.room(budget) {
-            return false;
-        }
+        total <= self.room(budget) && self.write_parts(parts, total, budget)
+    }
+
+    /// Like [`Connection::write_all`] for the host's own small protocol
+    /// output: bounded by this connection's buffer only (see
+    /// [`Output::write_control`]), still counted in `budget`.
+    pub fn write_control(&self, parts: &[&[u8]], budget: &OutputBudget) -> bool {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        total <= self.max_output.saturating_sub(self.buffered()) && self.write_parts(parts, total, budget)
+    }
+
+    fn write_parts(&self, parts: &[&[u8]], total: usize, budget: &OutputBudget) -> bool {
         let mut output = self.output.borrow_mut();
         let mut sent = 0;
         if output.is_empty() && !self.connecting.get() {
             let slices: [IoSlice<'_>; 4] = std::array::from_fn(|i| IoSlice::new(parts.get(i).copied().unwrap_or(&[])));
             let count = parts.len().min(4);
-            match (&self.socket).write_vectored(&slices[..count]) {
+            match self.transport.write_vectored(&slices[..count]) {
                 Ok(n) => {
                     sent = n;
                     budget.sent(n);
@@ -175,7 +186,7 @@ impl Connection {
             skip -= start;
             output.extend(&part[start..]);
         }
-        budget.used.set(budget.used.get() + (total - sent));
+        budget.take(total - sent);
         true
     }
 
@@ -188,7 +199,7 @@ impl Connection {
         let mut output = self.output.borrow_mut();
         while !output.is_empty() {
             let (a, b) = output.as_slices();
-            match (&self.socket).write_vectored(&[IoSlice::new(a), IoSlice::new(b)]) {
+            match self.transport.write_vectored(&[IoSlice::new(a), IoSlice::new(b)]) {
                 Ok(n) => {
                     output.drain(..n);
                     budget.release(n);
@@ -212,13 +223,13 @@ impl Connection {
     }
 
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        (&self.socket).read(buf)
+        self.transport.read(buf)
     }
 
     /// Sends FIN (after the caller flushed the buffer).
     pub fn shut_write(&self) {
         if !self.write_shut.replace(true) {
-            let _ = self.socket.shutdown(Shutdown::Write);
+            let _ = self.transport.shutdown_write();
         }
     }
 
@@ -232,7 +243,7 @@ impl Connection {
 
     /// Makes the coming close send a reset instead of a FIN.
     pub fn set_reset_on_close(&self) {
-        let _ = rustix::net::sockopt::set_socket_linger(&self.socket, Some(std::time::Duration::ZERO));
+        self.transport.set_reset_on_close();
     }
 }
 
@@ -274,53 +285,64 @@ impl Connection {
     }
 }
 
-/// Bytes buffered over all of one guest's connections, against the guest's
-/// limit (`max-output-total`), so many slow readers cannot add up to
-/// unbounded memory.
-///
-/// Every write of the guest's output passes it, so it also counts the bytes
-/// sent, for the guest's metrics.
-#[derive(Debug)]
-pub struct OutputBudget {
-    used: Cell<usize>,
-    max: usize,
-    meter: Option<Arc<GuestMetrics>>,
+/// A connection's output under its owner's budget, as the protocol code
+/// writes it.
+pub struct Out<'a> {
+    pub conn: &'a Connection,
+    pub budget: &'a OutputBudget,
 }
 
-impl OutputBudget {
-    pub fn new(max: usize, meter: Option<Arc<GuestMetrics>>) -> OutputBudget {
-        OutputBudget { used: Cell::new(0), max, meter }
+impl Output for Out<'_> {
+    fn open(&self) -> bool {
+        self.conn.accepts_output()
     }
 
-    /// `bytes` went to the kernel.
-    #[inline]
-    fn sent(&self, bytes: usize) {
-        if let Some(meter) = &self.meter {
-            meter.bytes_out.add(bytes as u64);
-        }
-    }
-
-    pub fn used(&self) -> usize {
-        self.used.get()
+    fn closing(&self) -> bool {
+        self.conn.closing.borrow().is_some()
     }
 
     fn room(&self) -> usize {
-        self.max.saturating_sub(self.used.get())
+        self.conn.room(self.budget)
     }
 
-    /// Gives back bytes that left a buffer (sent, or dropped with their
-    /// connection).
-    pub fn release(&self, bytes: usize) {
-        self.used.set(self.used.get().saturating_sub(bytes));
+    fn buffered(&self) -> usize {
+        self.conn.buffered()
+    }
+
+    fn write_all(&self, parts: &[&[u8]]) -> bool {
+        self.conn.write_all(parts, self.budget)
+    }
+
+    fn write_control(&self, parts: &[&[u8]]) -> bool {
+        self.conn.write_control(parts, self.budget)
+    }
+
+    fn close(&self, reason: CloseReason) {
+        self.conn.closing.borrow_mut().get_or_insert(reason);
+    }
+
+    fn shut_write(&self) {
+        self.conn.shutdown_requested.set(true);
+    }
+
+    fn set_paused(&self, paused: bool) {
+        self.conn.paused.set(paused);
+    }
+
+    fn resume(&self) {
+        self.conn.resumed.set(true);
     }
 }
 
-/// How an IO error ends a connection.
-pub fn close_reason(error: &io::Error) -> CloseReason {
-    match error.kind() {
-        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted => {
-            CloseReason::Reset
-        }
-        _ => CloseReason::Error(crate::os_error::describe(error)),
+impl Connection {
+    /// This connection's output under `budget`, for protocol code.
+    pub fn out<'a>(&'a self, budget: &'a OutputBudget) -> Out<'a> {
+        Out { conn: self, budget }
+    }
+
+    /// The HTTP state of a connection accepted on an HTTP or WebSocket
+    /// listener.
+    pub fn http(&self) -> Result<&HttpConn, crate::ErrorCode> {
+        self.http.as_deref().ok_or(crate::ErrorCode::InvalidHandle)
     }
 }

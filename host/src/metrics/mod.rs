@@ -323,6 +323,13 @@ pub struct GuestMetrics {
     memory_limit: Counter,
 }
 
+/// The I/O core reports every byte a guest's connections send.
+impl wasmloop_io::Meter for GuestMetrics {
+    fn bytes_sent(&self, bytes: u64) {
+        self.bytes_out.add(bytes);
+    }
+}
+
 impl GuestMetrics {
     fn new(name: &str) -> GuestMetrics {
         GuestMetrics {

@@ -22,3 +22,28 @@ pub use exports::wasmloop::handler::migration::{Guest as Migration, GuestIndices
 pub use exports::wasmloop::handler::outbound_callbacks::{
     Guest as OutboundCallbacks, GuestIndices as OutboundCallbacksIndices,
 };
+
+/// The I/O core's error, as the contract spells it (one to one).
+impl From<wasmloop_io::ErrorCode> for ErrorCode {
+    fn from(e: wasmloop_io::ErrorCode) -> ErrorCode {
+        match e {
+            wasmloop_io::ErrorCode::InvalidHandle => ErrorCode::InvalidHandle,
+            wasmloop_io::ErrorCode::Closed => ErrorCode::Closed,
+            wasmloop_io::ErrorCode::InvalidArgument => ErrorCode::InvalidArgument,
+            wasmloop_io::ErrorCode::LimitReached => ErrorCode::LimitReached,
+        }
+    }
+}
+
+/// The I/O core's close reason, as the contract spells it (one to one).
+impl From<&wasmloop_io::CloseReason> for CloseReason {
+    fn from(reason: &wasmloop_io::CloseReason) -> CloseReason {
+        match reason {
+            wasmloop_io::CloseReason::Local => CloseReason::Local,
+            wasmloop_io::CloseReason::PeerClosed => CloseReason::PeerClosed,
+            wasmloop_io::CloseReason::Reset => CloseReason::Reset,
+            wasmloop_io::CloseReason::Error(text) => CloseReason::Error(text.clone()),
+            wasmloop_io::CloseReason::HostShutdown => CloseReason::HostShutdown,
+        }
+    }
+}

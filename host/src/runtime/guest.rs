@@ -217,8 +217,9 @@ impl Guest {
         self.call(Callback::OnWritable, |e, s| e.callbacks.call_on_writable(s, conn))
     }
 
-    pub fn on_close(&mut self, conn: u64, reason: &CloseReason) -> Result<(), Fault> {
-        self.call(Callback::OnClose, |e, s| e.callbacks.call_on_close(s, conn, reason))
+    pub fn on_close(&mut self, conn: u64, reason: &wasmloop_io::CloseReason) -> Result<(), Fault> {
+        let reason = CloseReason::from(reason);
+        self.call(Callback::OnClose, |e, s| e.callbacks.call_on_close(s, conn, &reason))
     }
 
     pub fn on_timer(&mut self, timer: u64) -> Result<(), Fault> {

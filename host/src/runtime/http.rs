@@ -8,7 +8,8 @@ use wasmloop_http::ws;
 use wasmtime::StoreContextMut;
 use wasmtime::component::{ComponentType, Lift, Linker, WasmList, WasmStr};
 
-use crate::runtime::Handle;
+use wasmloop_io::{Handle, ReqKey};
+
 use crate::runtime::bindings::ErrorCode;
 use crate::runtime::state::GuestState;
 
@@ -80,7 +81,14 @@ pub fn add_http(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
                 let state = store.data();
                 let (_, conn) = state.request(req)?;
                 let body = body.as_le_slice(store);
-                conn.respond(status, headers.iter().copied(), body, &state.output, &mut state.scratch.borrow_mut())
+                let out = conn.out(&state.output);
+                Ok(conn.http()?.respond(
+                    status,
+                    headers.iter().copied(),
+                    body,
+                    &out,
+                    &mut state.scratch.borrow_mut(),
+                )?)
             })?;
             Ok((reply,))
         },
@@ -91,7 +99,13 @@ pub fn add_http(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
             let reply = with_headers(store, &headers, |store, headers| {
                 let state = store.data();
                 let (_, conn) = state.request(req)?;
-                conn.respond_start(status, headers.iter().copied(), &state.output, &mut state.scratch.borrow_mut())
+                let out = conn.out(&state.output);
+                Ok(conn.http()?.respond_start(
+                    status,
+                    headers.iter().copied(),
+                    &out,
+                    &mut state.scratch.borrow_mut(),
+                )?)
             })?;
             Ok((reply,))
         },
@@ -100,26 +114,27 @@ pub fn add_http(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
         "respond-write",
         |store: StoreContextMut<'_, GuestState>, (req, data): (u64, WasmList<u8>)| -> Reply<u32> {
             let state = store.data();
-            Ok((state.request(req).and_then(|(_, conn)| conn.respond_write(data.as_le_slice(&store), &state.output)),))
+            let reply = state
+                .request(req)
+                .and_then(|(_, conn)| conn.http()?.respond_write(data.as_le_slice(&store), &conn.out(&state.output)));
+            Ok((reply.map_err(Into::into),))
         },
     )?;
     i.func_wrap("respond-finish", |store: StoreContextMut<'_, GuestState>, (req,): (u64,)| -> Reply<()> {
         let state = store.data();
-        Ok((state.request(req).and_then(|(_, conn)| conn.respond_finish(&state.output)),))
+        let reply = state.request(req).and_then(|(_, conn)| conn.http()?.respond_finish(&conn.out(&state.output)));
+        Ok((reply.map_err(Into::into),))
     })?;
     i.func_wrap("notify-writable", |store: StoreContextMut<'_, GuestState>, (req,): (u64,)| -> Reply<()> {
-        Ok((store.data().request(req).and_then(|(_, conn)| {
-            let state = conn.http.as_deref().ok_or(ErrorCode::InvalidHandle)?;
-            let mut exchange = state.exchange.borrow_mut();
-            exchange.as_mut().ok_or(ErrorCode::InvalidHandle)?.notify_writable = true;
-            Ok(())
-        }),))
+        let reply = store.data().request(req).and_then(|(_, conn)| conn.http()?.notify_response_writable());
+        Ok((reply.map_err(Into::into),))
     })?;
     i.func_wrap("peer-address", |store: StoreContextMut<'_, GuestState>, (req,): (u64,)| -> Reply<String> {
-        Ok((store
+        let reply = store
             .data()
             .request(req)
-            .map(|(_, conn)| conn.socket.peer_addr().map(|a| a.to_string()).unwrap_or_default()),))
+            .map(|(_, conn)| conn.transport.peer_addr().map(|a| a.to_string()).unwrap_or_default());
+        Ok((reply.map_err(Into::into),))
     })?;
     i.func_wrap(
         "accept-websocket",
@@ -127,7 +142,7 @@ pub fn add_http(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
             let state = store.data();
             let (key, conn) = match state.request(req) {
                 Ok(found) => found,
-                Err(e) => return Ok((Err(e),)),
+                Err(e) => return Ok((Err(e.into()),)),
             };
             let protocol = match &protocol {
                 Some(p) => match p.to_str(&store) {
@@ -136,53 +151,47 @@ pub fn add_http(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
                 },
                 None => None,
             };
-            if let Err(e) = conn.accept_websocket(protocol.as_deref(), &state.output, &mut state.scratch.borrow_mut()) {
-                return Ok((Err(e),));
-            }
-            // The request handle dies; the WebSocket's is born.
-            state.requests.borrow_mut().remove(crate::runtime::ReqKey::from_handle(req));
-            let ws = state.websockets.borrow_mut().insert(key).handle();
-            let http = conn.http.as_deref().expect("accept_websocket checked the connection speaks HTTP");
-            if let Some(ex) = http.exchange.borrow_mut().as_mut() {
-                ex.request = None;
-                ex.upgraded = Some(ws);
-            }
-            *http.websocket.borrow_mut() = Some(crate::http_conn::WebSocket { handle: ws, ..Default::default() });
-            Ok((Ok(ws),))
+            let out = conn.out(&state.output);
+            let accepted = conn.http().and_then(|http| {
+                let scratch = &mut state.scratch.borrow_mut();
+                // The request handle dies; the WebSocket's is born.
+                http.accept_websocket(protocol.as_deref(), &out, scratch, &state.limits.http, || {
+                    state.requests.borrow_mut().remove(ReqKey::from_handle(req));
+                    state.websockets.borrow_mut().insert(key).handle()
+                })
+            });
+            Ok((accepted.map_err(Into::into),))
         },
     )?;
     i.func_wrap("send", |store: StoreContextMut<'_, GuestState>, (h, message): (u64, Message)| -> Reply<()> {
         let state = store.data();
-        let conn = match state.websocket(h) {
-            Ok(conn) => conn,
-            Err(e) => return Ok((Err(e),)),
+        let (conn, http) = match state.websocket(h).and_then(|conn| Ok((conn, conn.http()?))) {
+            Ok(found) => found,
+            Err(e) => return Ok((Err(e.into()),)),
         };
+        let out = conn.out(&state.output);
         let reply = match &message {
             Message::Text(text) => match text.to_str(&store) {
-                Ok(text) => conn.ws_send(ws::Opcode::Text, text.as_bytes(), &state.output),
-                Err(_) => Err(ErrorCode::InvalidArgument),
+                Ok(text) => http.send(ws::Opcode::Text, text.as_bytes(), &out),
+                Err(_) => Err(wasmloop_io::ErrorCode::InvalidArgument),
             },
-            Message::Binary(data) => conn.ws_send(ws::Opcode::Binary, data.as_le_slice(&store), &state.output),
+            Message::Binary(data) => http.send(ws::Opcode::Binary, data.as_le_slice(&store), &out),
         };
-        Ok((reply,))
+        Ok((reply.map_err(Into::into),))
     })?;
     i.func_wrap("websocket-notify-writable", |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<()> {
-        Ok((store.data().websocket(h).and_then(|conn| {
-            let state = conn.http.as_deref().ok_or(ErrorCode::InvalidHandle)?;
-            let mut ws = state.websocket.borrow_mut();
-            ws.as_mut().ok_or(ErrorCode::InvalidHandle)?.notify_writable = true;
-            Ok(())
-        }),))
+        let reply = store.data().websocket(h).and_then(|conn| conn.http()?.notify_websocket_writable());
+        Ok((reply.map_err(Into::into),))
     })?;
     i.func_wrap(
         "close-websocket",
         |store: StoreContextMut<'_, GuestState>, (h, code, reason): (u64, u16, WasmStr)| -> Reply<()> {
             let state = store.data();
             let reply = state.websocket(h).and_then(|conn| {
-                let reason = reason.to_str(&store).map_err(|_| ErrorCode::InvalidArgument)?;
-                conn.ws_close(code, &reason)
+                let reason = reason.to_str(&store).map_err(|_| wasmloop_io::ErrorCode::InvalidArgument)?;
+                conn.http()?.close_websocket(code, &reason, &conn.out(&state.output))
             });
-            Ok((reply,))
+            Ok((reply.map_err(Into::into),))
         },
     )?;
     Ok(())

@@ -8,11 +8,20 @@ use wasmloop_reactor::Token;
 use wasmtime::StoreContextMut;
 use wasmtime::component::{Linker, WasmList};
 
-use crate::runtime::bindings::wasmloop::handler::{clock, datagrams, log, outbound, timers};
-use crate::runtime::bindings::{CloseReason, ErrorCode, Level};
-use crate::runtime::state::{GuestState, timer_handle, timer_id};
+use wasmloop_io::{CloseReason, ErrorCode};
 
-type Reply<T> = wasmtime::Result<(Result<T, ErrorCode>,)>;
+use crate::runtime::bindings::Level;
+use crate::runtime::bindings::wasmloop::handler::{clock, datagrams, log, outbound, timers};
+use wasmloop_io::{timer_handle, timer_id};
+
+use crate::runtime::state::GuestState;
+
+type Reply<T> = wasmtime::Result<(Result<T, crate::runtime::bindings::ErrorCode>,)>;
+
+/// An I/O core result as the contract's reply.
+fn reply<T>(result: Result<T, ErrorCode>) -> Reply<T> {
+    Ok((result.map_err(Into::into),))
+}
 
 /// The shortest interval a repeating timer may have: shorter ones would let
 /// a guest keep the loop busy without doing anything.
@@ -27,38 +36,38 @@ pub fn add_connections(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> 
     let mut i = linker.instance("wasmloop:handler/connections@0.1.0")?;
     i.func_wrap("write", |store: StoreContextMut<'_, GuestState>, (h, data): (u64, WasmList<u8>)| -> Reply<u32> {
         // A guest's list is at most 4 GiB, so what is taken fits in a u32.
-        Ok((store.data().write(h, data.as_le_slice(&store)).map(|n| n as u32),))
+        reply(store.data().write(h, data.as_le_slice(&store)).map(|n| n as u32))
     })?;
     i.func_wrap("notify-writable", |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<()> {
-        Ok((store.data().notify_writable(h),))
+        reply(store.data().notify_writable(h))
     })?;
     i.func_wrap("pause-reading", |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<()> {
-        Ok((store.data().pause_reading(h),))
+        reply(store.data().pause_reading(h))
     })?;
     i.func_wrap("resume-reading", |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<()> {
-        Ok((store.data().resume_reading(h),))
+        reply(store.data().resume_reading(h))
     })?;
     i.func_wrap("shutdown-write", |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<()> {
-        Ok((store.data().shutdown_write(h),))
+        reply(store.data().shutdown_write(h))
     })?;
     i.func_wrap("close", |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<()> {
-        Ok((store.data().close(h),))
+        reply(store.data().close(h))
     })?;
     i.func_wrap("abort", |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<()> {
-        Ok((store.data().abort(h),))
+        reply(store.data().abort(h))
     })?;
     i.func_wrap("buffered", |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<u32> {
         // At most the per-connection output limit, a `usize` from the config.
-        Ok((store.data().buffered(h).map(|n| u32::try_from(n).unwrap_or(u32::MAX)),))
+        reply(store.data().buffered(h).map(|n| u32::try_from(n).unwrap_or(u32::MAX)))
     })?;
     i.func_wrap("peer-address", |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<String> {
-        Ok((store.data().peer_address(h).map(address),))
+        reply(store.data().peer_address(h).map(address))
     })?;
     i.func_wrap("local-address", |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<String> {
-        Ok((store.data().local_address(h).map(address),))
+        reply(store.data().local_address(h).map(address))
     })?;
     i.func_wrap("listener-address", |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<String> {
-        Ok((store.data().listener(h).map(|l| l.address.clone()),))
+        reply(store.data().listener(h).map(|l| l.address.clone()))
     })?;
     Ok(())
 }
@@ -134,12 +143,12 @@ impl GuestState {
 
     /// The peer's address; `None` if the OS cannot tell (already reset).
     pub fn peer_address(&self, h: u64) -> Result<Option<SocketAddr>, ErrorCode> {
-        self.connection(h).map(|c| c.socket.peer_addr().ok())
+        self.connection(h).map(|c| c.transport.peer_addr().ok())
     }
 
     /// Our side's address; `None` if the OS cannot tell.
     pub fn local_address(&self, h: u64) -> Result<Option<SocketAddr>, ErrorCode> {
-        self.connection(h).map(|c| c.socket.local_addr().ok())
+        self.connection(h).map(|c| c.transport.local_addr().ok())
     }
 
     /// Fires `on-timer` once, `delay` from now (`timers.set-timeout`).
@@ -171,16 +180,16 @@ impl GuestState {
 }
 
 impl timers::Host for GuestState {
-    fn set_timeout(&mut self, delay: u64) -> Result<u64, ErrorCode> {
-        self.add_timeout(Duration::from_nanos(delay))
+    fn set_timeout(&mut self, delay: u64) -> Result<u64, crate::runtime::bindings::ErrorCode> {
+        Ok(self.add_timeout(Duration::from_nanos(delay))?)
     }
 
-    fn set_interval(&mut self, interval: u64) -> Result<u64, ErrorCode> {
-        self.add_interval(Duration::from_nanos(interval))
+    fn set_interval(&mut self, interval: u64) -> Result<u64, crate::runtime::bindings::ErrorCode> {
+        Ok(self.add_interval(Duration::from_nanos(interval))?)
     }
 
-    fn cancel(&mut self, t: u64) -> Result<(), ErrorCode> {
-        self.cancel_timer(t)
+    fn cancel(&mut self, t: u64) -> Result<(), crate::runtime::bindings::ErrorCode> {
+        Ok(self.cancel_timer(t)?)
     }
 }
 

@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use crate::runtime::bindings::{CloseReason, ConnectError, EofAction, Message};
+use wasmloop_io::CloseReason;
+
+use crate::runtime::bindings::{ConnectError, EofAction, Message};
 use crate::runtime::guest::{Fault, Guest, RequestHead};
 use crate::runtime::native::NativeGuest;
 use crate::runtime::state::GuestState;

@@ -27,10 +27,8 @@ pub use imports::monotonic_nanos;
 pub use instance::Instance;
 pub use load::{LoadError, Loader, Module, Runtime};
 pub use sockets::connect_error;
-pub use state::{
-    ConnKey, GuestLimits, GuestSetup, GuestState, Handle, ListenerGrant, ReqKey, UdpKey, UdpSocket, WsKey,
-    timer_handle, timer_id,
-};
+pub use state::{GuestLimits, GuestSetup, GuestState, ListenerGrant, UdpSocket};
+pub use wasmloop_io::{ConnKey, Handle, ReqKey, UdpKey, WsKey, timer_handle, timer_id};
 
 /// Runs `f` (the event loop) with a current-thread tokio context entered.
 ///

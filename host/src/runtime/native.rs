@@ -68,7 +68,9 @@ use std::time::Duration;
 use wasmtime_wasi::WasiCtx;
 
 use crate::metrics::{Callback, FaultKind};
-pub use crate::runtime::bindings::{CloseReason, EofAction, ErrorCode, ListenerInfo};
+pub use wasmloop_io::{CloseReason, ErrorCode};
+
+pub use crate::runtime::bindings::{EofAction, ListenerInfo};
 use crate::runtime::guest::{Fault, listener_infos};
 use crate::runtime::guest_log::GuestLog;
 use crate::runtime::state::{GuestSetup, GuestState};

@@ -14,11 +14,11 @@ use std::os::fd::OwnedFd;
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketType, sockopt};
 
-use crate::connection::{Connection, UNREGISTERED};
 use crate::runtime::bindings::wasmloop::handler::{datagrams, outbound};
 use crate::runtime::bindings::{ConnectError, DatagramError};
-use crate::runtime::state::Handle;
-use crate::runtime::state::{GuestState, UdpKey, UdpSocket};
+use crate::runtime::state::{GuestState, UdpSocket};
+use wasmloop_io::{Connection, UNREGISTERED};
+use wasmloop_io::{Handle, UdpKey};
 
 const ALLOWLIST: &str = "not on the guest's allowlist (--connect)";
 

@@ -15,9 +15,9 @@ use tracing::{debug, warn};
 use wasmloop_reactor::{Interest, Reactor, Token};
 
 use super::{Deferred, GuestKey, Route, RouteKey, Server, route_key, token};
-use crate::connection::UNREGISTERED;
 use crate::runtime::Handle;
 use crate::runtime::{GuestState, UdpKey, UdpSocket};
+use wasmloop_io::UNREGISTERED;
 
 /// Datagrams received per socket per wakeup, so one busy socket cannot
 /// starve the rest of the loop.

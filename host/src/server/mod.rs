@@ -11,6 +11,7 @@ mod faults;
 mod http;
 mod listener;
 mod outbound;
+pub mod policy;
 mod reload;
 mod signals;
 mod watch;
@@ -25,16 +26,16 @@ use slotmap::{Key, KeyData, SlotMap, new_key_type};
 use tracing::{debug, error, info, warn};
 use wasmloop_reactor::{Event, Expired, Handler, Interest, LoopHandle, Reactor, TimerId, Token, Turn};
 
-use crate::config::{FaultPolicy, Policy};
-use crate::connection::{Connection, Settled, UNREGISTERED, close_reason};
 use crate::grants::Grants;
 use crate::metrics::{GuestMetrics, WorkerMetrics};
 use crate::runtime::Handle;
-use crate::runtime::bindings::{CloseReason, ConnectError, EofAction};
+use crate::runtime::bindings::{ConnectError, EofAction};
 use crate::runtime::native::{HandlerFactory, NativeGuest};
 use crate::runtime::{
     ConnKey, Fault, Guest, GuestLimits, GuestSetup, Instance, ListenerGrant, Module, Runtime, UdpKey,
 };
+use policy::{FaultPolicy, Policy};
+use wasmloop_io::{CloseReason, Connection, Settled, UNREGISTERED, close_reason};
 
 use fairness::{CpuLimits, CpuShare, Gate};
 use faults::{FaultHistory, Next};
@@ -283,7 +284,7 @@ fn token(key: RouteKey) -> Token {
 /// epoll would keep watching the old file.
 fn unwatch(reactor: &Reactor, routes: &mut SlotMap<RouteKey, Route>, conn: &Connection) {
     if conn.token != UNREGISTERED {
-        let _ = reactor.delete(&conn.socket);
+        let _ = reactor.delete(&conn.transport);
         routes.remove(route_key(Token(conn.token)));
     }
     if let Some(http) = &conn.http {
@@ -957,7 +958,7 @@ impl Server {
             Connection::new(stream, token(route).0, max_output)
         });
         let conn = &connections[c];
-        if let Err(e) = reactor.add(&conn.socket, Token(conn.token), Interest::BOTH) {
+        if let Err(e) = reactor.add(&conn.transport, Token(conn.token), Interest::BOTH) {
             warn!("cannot watch an accepted connection: {e}");
             routes.remove(route_key(Token(conn.token)));
             connections.remove(c);
@@ -1090,7 +1091,9 @@ impl Server {
     fn close_all(&mut self, reactor: &mut Reactor, g: GuestKey) {
         let Some(guest) = self.guests.get(g).and_then(|s| s.guest.as_ref()) else { return };
         for (c, conn) in &guest.state().connections {
-            conn.ws_going_away();
+            if let Some(http) = conn.http.as_deref() {
+                http.going_away(&conn.out(&guest.state().output));
+            }
             conn.closing.borrow_mut().get_or_insert(CloseReason::HostShutdown);
             guest.state().dirty.borrow_mut().push(c);
         }

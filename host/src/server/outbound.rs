@@ -41,7 +41,7 @@ impl Server {
         }
         let route = self.routes.insert(Route::Connection(g, c));
         conn.token = token(route).0;
-        if let Err(e) = reactor.add(&conn.socket, Token(conn.token), Interest::BOTH) {
+        if let Err(e) = reactor.add(&conn.transport, Token(conn.token), Interest::BOTH) {
             warn!(guest = &**guest.name(), "cannot watch an outbound connection: {e}");
             self.fail_connect(reactor, g, c, ConnectError::Other);
             return false;
@@ -59,8 +59,8 @@ impl Server {
     /// the other (or the event is spurious and it goes on).
     pub(super) fn connect_ready(&mut self, reactor: &mut Reactor, g: GuestKey, c: ConnKey) {
         let Some(conn) = self.connection(g, c) else { return };
-        let outcome = match rustix::net::sockopt::socket_error(&conn.socket) {
-            Ok(Ok(())) => match conn.socket.peer_addr() {
+        let outcome = match rustix::net::sockopt::socket_error(&conn.transport) {
+            Ok(Ok(())) => match conn.transport.peer_addr() {
                 Ok(_) => Ok(()),
                 // No error and no peer: still connecting.
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return,

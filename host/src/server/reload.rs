@@ -18,9 +18,9 @@ use std::time::Instant;
 use tracing::{debug, error, info, warn};
 use wasmloop_reactor::Reactor;
 
+use super::policy::{Policy, ReloadMode};
 use super::watch::{DEBOUNCE, Watcher};
 use super::{Deferred, GuestKey, GuestSlot, Program, Route, Server, route_key, token};
-use crate::config::{Policy, ReloadMode};
 use crate::runtime::{Fault, GuestSetup};
 use crate::runtime::{Guest, Instance, LoadError, Module};
 use wasmloop_reactor::Token;
