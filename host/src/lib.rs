@@ -7,17 +7,18 @@
 
 pub mod admin;
 pub mod config;
-pub mod connection;
 pub mod descriptors;
 pub mod embed;
 pub mod grants;
-pub mod http_conn;
 pub mod metrics;
 pub mod on_calloop;
-pub mod os_error;
+pub use wasmloop_io::os_error;
 pub mod runtime;
 pub mod server;
 mod sys;
 pub mod workers;
+
+#[cfg(test)]
+mod layers;
 
 pub use runtime::native;
