@@ -8,7 +8,8 @@ use wasmloop_http::ws;
 use wasmtime::StoreContextMut;
 use wasmtime::component::{ComponentType, Lift, Linker, WasmList, WasmStr};
 
-use wasmloop_io::{Handle, ReqKey};
+use wasmloop_io::http::HttpConn;
+use wasmloop_io::{Handle, Out, ReqKey};
 
 use crate::runtime::bindings::ErrorCode;
 use crate::runtime::state::GuestState;
@@ -72,42 +73,44 @@ pub fn recycle<'a, 'b>(mut list: Vec<(&'a str, &'a str)>) -> Vec<(&'b str, &'b s
     list.into_iter().map(|_| ("", "")).collect()
 }
 
+/// Runs `f` on the HTTP state of request `req`, with the guest's headers,
+/// the connection's output and the reused response-head buffer.
+fn answer(
+    store: StoreContextMut<'_, GuestState>,
+    req: u64,
+    headers: &Headers,
+    f: impl FnOnce(
+        &StoreContextMut<'_, GuestState>,
+        &HttpConn,
+        &[(&str, &str)],
+        &Out<'_>,
+        &mut Vec<u8>,
+    ) -> Result<(), wasmloop_io::ErrorCode>,
+) -> Reply<()> {
+    let reply = with_headers(store, headers, |store, headers| {
+        let state = store.data();
+        let (_, conn) = state.request(req)?;
+        Ok(f(store, conn.http()?, headers, &conn.out(&state.output), &mut state.scratch.borrow_mut())?)
+    })?;
+    Ok((reply,))
+}
+
 pub fn add_http(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
     let mut i = linker.instance("wasmloop:handler/http@0.1.0")?;
     i.func_wrap(
         "respond",
         |store: StoreContextMut<'_, GuestState>, (req, status, headers, body): (u64, u16, Headers, WasmList<u8>)| {
-            let reply = with_headers(store, &headers, |store, headers| {
-                let state = store.data();
-                let (_, conn) = state.request(req)?;
-                let body = body.as_le_slice(store);
-                let out = conn.out(&state.output);
-                Ok(conn.http()?.respond(
-                    status,
-                    headers.iter().copied(),
-                    body,
-                    &out,
-                    &mut state.scratch.borrow_mut(),
-                )?)
-            })?;
-            Ok((reply,))
+            answer(store, req, &headers, |store, http, headers, out, scratch| {
+                http.respond(status, headers.iter().copied(), body.as_le_slice(store), out, scratch)
+            })
         },
     )?;
     i.func_wrap(
         "respond-start",
         |store: StoreContextMut<'_, GuestState>, (req, status, headers): (u64, u16, Headers)| {
-            let reply = with_headers(store, &headers, |store, headers| {
-                let state = store.data();
-                let (_, conn) = state.request(req)?;
-                let out = conn.out(&state.output);
-                Ok(conn.http()?.respond_start(
-                    status,
-                    headers.iter().copied(),
-                    &out,
-                    &mut state.scratch.borrow_mut(),
-                )?)
-            })?;
-            Ok((reply,))
+            answer(store, req, &headers, |_, http, headers, out, scratch| {
+                http.respond_start(status, headers.iter().copied(), out, scratch)
+            })
         },
     )?;
     i.func_wrap(
