@@ -9,7 +9,8 @@ use wasmtime::{Store, Trap, WasmBacktrace};
 
 use wasmtime::component::{ComponentType, Func, Lower};
 
-use crate::metrics::{Callback, FaultKind};
+use crate::callbacks::Callback;
+use crate::metrics::FaultKind;
 use crate::runtime::bindings::{
     Callbacks, CloseReason, ConnectError, DatagramCallbacks, EofAction, HttpCallbacks, ListenerInfo, Message,
     Migration, OutboundCallbacks,

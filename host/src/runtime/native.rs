@@ -67,7 +67,8 @@ use std::time::Duration;
 
 use wasmtime_wasi::WasiCtx;
 
-use crate::metrics::{Callback, FaultKind};
+use crate::callbacks::Callback;
+use crate::metrics::FaultKind;
 pub use wasmloop_io::{CloseReason, ErrorCode};
 
 pub use crate::runtime::bindings::{EofAction, ListenerInfo};
