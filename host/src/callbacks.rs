@@ -2,12 +2,26 @@
 //!
 //! Every event the host delivers to a guest is one call of an export of
 //! `wit/handler.wit`. The Rust side names that set in one place, the list in
-//! [`for_each_callback!`]. It expands into [`Callback`] here: the enum,
-//! [`Callback::ALL`] and the WIT names, which are the `event` label of the
-//! metrics (per-callback counters are an array indexed by it).
+//! [`for_each_callback!`]: adding a callback used to mean editing six lists
+//! that had to agree (the metrics' enum, its labels and its counters, the
+//! dispatch in `runtime::Instance`, the native guest's, the wasm guest's).
+//! Now the list expands into
+//!
+//! - [`Callback`] here: the enum, [`Callback::ALL`] and the WIT names, which
+//!   are the `event` label of the metrics (per-callback counters are an
+//!   array indexed by it);
+//! - `runtime::Instance`'s method per callback (`runtime/instance.rs`), which
+//!   times the call and hands it to a wasm guest or a native handler.
+//!
+//! What is particular to one callback stays hand-written where it belongs,
+//! and the compiler checks it against the list: its wasm binding (the
+//! `Exports` method of the same name in `runtime/guest.rs`), the native
+//! [`Handler`](crate::native::Handler) method (public API), and the server
+//! code that raises the event.
 //!
 //! This module is a leaf (it names no other layer): the argument types in
-//! the list are only read where the list is expanded into calls.
+//! the list are only read where it is expanded into calls, in
+//! `runtime/instance.rs`, which imports them.
 
 /// Calls `$m!` with the list of guest callbacks, in the order of the
 /// metrics. A row is
@@ -47,6 +61,7 @@ macro_rules! for_each_callback {
         }
     };
 }
+pub(crate) use for_each_callback;
 
 macro_rules! callback_enum {
     ($(
