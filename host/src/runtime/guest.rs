@@ -248,10 +248,6 @@ impl Guest {
         result.map_err(|message| self.refused(Callback::Restore, message))
     }
 
-    pub fn can_migrate(&self) -> bool {
-        self.exports.migration.is_some()
-    }
-
     fn refused(&self, callback: Callback, message: String) -> Fault {
         Fault {
             guest: self.name().clone(),
@@ -341,11 +337,6 @@ impl Guest {
 
     pub fn state_mut(&mut self) -> &mut GuestState {
         self.store.data_mut()
-    }
-
-    /// Whether the guest exports `outbound-callbacks` (needed to `connect`).
-    pub fn has_outbound(&self) -> bool {
-        self.exports.outbound.is_some()
     }
 
     /// Whether the guest exports `datagram-callbacks`.
