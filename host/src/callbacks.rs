@@ -1,27 +1,25 @@
 //! The guest callbacks, listed once.
 //!
 //! Every event the host delivers to a guest is one call of an export of
-//! `wit/handler.wit`. The Rust side names that set in one place, the list in
-//! [`for_each_callback!`]: adding a callback used to mean editing six lists
-//! that had to agree (the metrics' enum, its labels and its counters, the
-//! dispatch in `runtime::Instance`, the native guest's, the wasm guest's).
-//! Now the list expands into
+//! `wit/handler.wit`. `for_each_callback!` is the one Rust list of them
+//! (the set used to be written out by hand in the metrics' enum and its
+//! labels, in `runtime::Instance`, and in the wasm and the native guest,
+//! each copy to be kept in step). It expands into
 //!
-//! - [`Callback`] here: the enum, [`Callback::ALL`] and the WIT names, which
-//!   are the `event` label of the metrics (per-callback counters are an
-//!   array indexed by it);
-//! - `runtime::Instance`'s method per callback (`runtime/instance.rs`), which
-//!   times the call and hands it to a wasm guest or a native handler.
+//! - [`Callback`], here: the enum, [`Callback::ALL`] and the WIT names,
+//!   which are the metrics' `event` label and index their counters;
+//! - a method per callback on `runtime::Instance` (`runtime/instance.rs`),
+//!   which calls a wasm guest or a native handler.
 //!
 //! What is particular to one callback stays hand-written where it belongs,
-//! and the compiler checks it against the list: its wasm binding (the
-//! `Exports` method of the same name in `runtime/guest.rs`), the native
+//! and the compiler holds it to the list: its wasm binding (the `Exports`
+//! method of the same name, `runtime/guest.rs`), the native
 //! [`Handler`](crate::native::Handler) method (public API), and the server
 //! code that raises the event.
 //!
-//! This module is a leaf (it names no other layer): the argument types in
-//! the list are only read where it is expanded into calls, in
-//! `runtime/instance.rs`, which imports them.
+//! This module is a leaf: it names no other layer. The argument types in the
+//! list are only resolved where it becomes calls, in `runtime/instance.rs`,
+//! which imports them.
 
 /// Calls `$m!` with the list of guest callbacks, in the order of the
 /// metrics. A row is
@@ -39,9 +37,11 @@
 macro_rules! for_each_callback {
     ($m:ident) => {
         $m! {
+            // `init`, and `migration`'s `restore` and `snapshot`.
             Init "init";
             Restore "restore";
             Snapshot "snapshot" [wasm] fn snapshot() -> Option<Vec<u8>>;
+            // `callbacks`: every guest exports it.
             OnAccept "on-accept" [wasm, native] fn on_accept(listener: u64, conn: u64);
             OnData "on-data" [wasm, native] fn on_data(conn: u64, data: &[u8]);
             OnEof "on-eof" [wasm, native] fn on_eof(conn: u64) -> EofAction;
@@ -49,6 +49,7 @@ macro_rules! for_each_callback {
             OnClose "on-close" [wasm, native] fn on_close(conn: u64, reason: &CloseReason);
             OnTimer "on-timer" [wasm, native] fn on_timer(timer: u64);
             OnShutdown "on-shutdown" [wasm, native] fn on_shutdown();
+            // Optional: `outbound-callbacks`, `datagram-callbacks`, `http-callbacks`.
             OnConnect "on-connect" [wasm] fn on_connect(conn: u64, outcome: Result<(), ConnectError>);
             OnDatagram "on-datagram" [wasm] fn on_datagram(socket: u64, peer: &str, data: &[u8]);
             OnRequest "on-request" [wasm] fn on_request(req: u64, head: RequestHead<'_>, body: &[u8], end: bool);

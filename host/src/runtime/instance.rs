@@ -92,6 +92,8 @@ macro_rules! output {
     };
 }
 
+/// The body of a callback method: the wasm guest's call, and the native
+/// handler's if the row says `[wasm, native]`.
 macro_rules! dispatch {
     ([wasm, native] $self:ident, $callback:expr, $method:ident($($arg:ident),*)) => {
         match $self {
