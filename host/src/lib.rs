@@ -6,6 +6,7 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod callbacks;
 pub mod config;
 pub mod descriptors;
 pub mod embed;

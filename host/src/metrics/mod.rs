@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 pub use export::{encode_prometheus, status};
 use histogram::Histogram;
 
+use crate::callbacks::Callback;
+
 /// When a callback starts, for [`GuestMetrics::callback`]: the CPU's
 /// time-stamp counter where it is steady (quanta calibrates it against the
 /// OS clock), else the OS clock.
@@ -55,78 +57,6 @@ impl Counter {
 
     pub fn get(&self) -> u64 {
         self.0.load(Relaxed)
-    }
-}
-
-/// The guest callbacks, by their WIT names: the `event` label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Callback {
-    Init,
-    Restore,
-    Snapshot,
-    OnAccept,
-    OnData,
-    OnEof,
-    OnWritable,
-    OnClose,
-    OnTimer,
-    OnShutdown,
-    OnConnect,
-    OnDatagram,
-    OnRequest,
-    OnRequestBody,
-    OnResponseWritable,
-    OnRequestClosed,
-    OnWebsocketMessage,
-    OnWebsocketWritable,
-    OnWebsocketClose,
-}
-
-impl Callback {
-    pub const ALL: [Callback; 19] = [
-        Callback::Init,
-        Callback::Restore,
-        Callback::Snapshot,
-        Callback::OnAccept,
-        Callback::OnData,
-        Callback::OnEof,
-        Callback::OnWritable,
-        Callback::OnClose,
-        Callback::OnTimer,
-        Callback::OnShutdown,
-        Callback::OnConnect,
-        Callback::OnDatagram,
-        Callback::OnRequest,
-        Callback::OnRequestBody,
-        Callback::OnResponseWritable,
-        Callback::OnRequestClosed,
-        Callback::OnWebsocketMessage,
-        Callback::OnWebsocketWritable,
-        Callback::OnWebsocketClose,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Callback::Init => "init",
-            Callback::Restore => "restore",
-            Callback::Snapshot => "snapshot",
-            Callback::OnAccept => "on-accept",
-            Callback::OnData => "on-data",
-            Callback::OnEof => "on-eof",
-            Callback::OnWritable => "on-writable",
-            Callback::OnClose => "on-close",
-            Callback::OnTimer => "on-timer",
-            Callback::OnShutdown => "on-shutdown",
-            Callback::OnConnect => "on-connect",
-            Callback::OnDatagram => "on-datagram",
-            Callback::OnRequest => "on-request",
-            Callback::OnRequestBody => "on-request-body",
-            Callback::OnResponseWritable => "on-response-writable",
-            Callback::OnRequestClosed => "on-request-closed",
-            Callback::OnWebsocketMessage => "on-websocket-message",
-            Callback::OnWebsocketWritable => "on-websocket-writable",
-            Callback::OnWebsocketClose => "on-websocket-close",
-        }
     }
 }
 

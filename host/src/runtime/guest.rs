@@ -1,6 +1,8 @@
-//! One guest: a long-lived instance in its own store, and a method per
-//! callback. Each call gets a fresh epoch deadline; a trap comes back as a
-//! [`Fault`] naming the callback, and the instance must not be entered again.
+//! One guest: a long-lived instance in its own store, and how each callback
+//! calls its export (`Exports`, a method per callback of `crate::callbacks`,
+//! called through [`Instance`](super::Instance)). Each call gets a fresh
+//! epoch deadline; a trap comes back as a [`Fault`] naming the callback, and
+//! the instance must not be entered again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +11,8 @@ use wasmtime::{Store, Trap, WasmBacktrace};
 
 use wasmtime::component::{ComponentType, Func, Lower};
 
-use crate::metrics::{Callback, FaultKind};
+use crate::callbacks::Callback;
+use crate::metrics::FaultKind;
 use crate::runtime::bindings::{
     Callbacks, CloseReason, ConnectError, DatagramCallbacks, EofAction, HttpCallbacks, ListenerInfo, Message,
     Migration, OutboundCallbacks,
@@ -35,7 +38,7 @@ pub struct Fault {
 }
 
 /// The guest's exported functions, resolved once at instantiation.
-struct Exports {
+pub(super) struct Exports {
     callbacks: Callbacks,
     /// Present if the guest exports `outbound-callbacks`.
     outbound: Option<OutboundCallbacks>,
@@ -46,6 +49,153 @@ struct Exports {
     /// Present if the guest exports `http-callbacks`; `on-request` apart,
     /// called with a borrowed head (see [`RequestHead`]).
     http: Option<(HttpCallbacks, Func)>,
+}
+
+/// How each callback of the list (`crate::callbacks`) calls the guest: one
+/// method per callback, named like it. A callback of an optional interface
+/// the guest does not export does nothing.
+impl Exports {
+    pub(super) fn snapshot(&self, store: &mut Store<GuestState>) -> wasmtime::Result<Option<Vec<u8>>> {
+        match &self.migration {
+            Some(m) => m.call_snapshot(store),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) fn on_accept(&self, store: &mut Store<GuestState>, listener: u64, conn: u64) -> wasmtime::Result<()> {
+        self.callbacks.call_on_accept(store, listener, conn)
+    }
+
+    pub(super) fn on_data(&self, store: &mut Store<GuestState>, conn: u64, data: &[u8]) -> wasmtime::Result<()> {
+        self.callbacks.call_on_data(store, conn, data)
+    }
+
+    pub(super) fn on_eof(&self, store: &mut Store<GuestState>, conn: u64) -> wasmtime::Result<EofAction> {
+        self.callbacks.call_on_eof(store, conn)
+    }
+
+    pub(super) fn on_writable(&self, store: &mut Store<GuestState>, conn: u64) -> wasmtime::Result<()> {
+        self.callbacks.call_on_writable(store, conn)
+    }
+
+    pub(super) fn on_close(
+        &self,
+        store: &mut Store<GuestState>,
+        conn: u64,
+        reason: &wasmloop_io::CloseReason,
+    ) -> wasmtime::Result<()> {
+        self.callbacks.call_on_close(store, conn, &CloseReason::from(reason))
+    }
+
+    pub(super) fn on_timer(&self, store: &mut Store<GuestState>, timer: u64) -> wasmtime::Result<()> {
+        self.callbacks.call_on_timer(store, timer)
+    }
+
+    pub(super) fn on_shutdown(&self, store: &mut Store<GuestState>) -> wasmtime::Result<()> {
+        self.callbacks.call_on_shutdown(store)
+    }
+
+    pub(super) fn on_connect(
+        &self,
+        store: &mut Store<GuestState>,
+        conn: u64,
+        outcome: Result<(), ConnectError>,
+    ) -> wasmtime::Result<()> {
+        match &self.outbound {
+            Some(o) => o.call_on_connect(store, conn, outcome),
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn on_datagram(
+        &self,
+        store: &mut Store<GuestState>,
+        socket: u64,
+        peer: &str,
+        data: &[u8],
+    ) -> wasmtime::Result<()> {
+        match &self.datagrams {
+            Some(d) => d.call_on_datagram(store, socket, peer, data),
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn on_request(
+        &self,
+        store: &mut Store<GuestState>,
+        req: u64,
+        head: RequestHead<'_>,
+        body: &[u8],
+        end: bool,
+    ) -> wasmtime::Result<()> {
+        match &self.http {
+            // Type-checked per call: the head borrows, so it cannot be the
+            // type of a `TypedFunc` kept from instantiation.
+            Some((_, f)) => {
+                f.typed::<(u64, RequestHead<'_>, &[u8], bool), ()>(&*store)?.call(store, (req, head, body, end))
+            }
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn on_request_body(
+        &self,
+        store: &mut Store<GuestState>,
+        req: u64,
+        data: &[u8],
+        end: bool,
+    ) -> wasmtime::Result<()> {
+        match &self.http {
+            Some((h, _)) => h.call_on_request_body(store, req, data, end),
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn on_response_writable(&self, store: &mut Store<GuestState>, req: u64) -> wasmtime::Result<()> {
+        match &self.http {
+            Some((h, _)) => h.call_on_response_writable(store, req),
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn on_request_closed(&self, store: &mut Store<GuestState>, req: u64) -> wasmtime::Result<()> {
+        match &self.http {
+            Some((h, _)) => h.call_on_request_closed(store, req),
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn on_websocket_message(
+        &self,
+        store: &mut Store<GuestState>,
+        ws: u64,
+        message: &Message,
+    ) -> wasmtime::Result<()> {
+        match &self.http {
+            Some((h, _)) => h.call_on_websocket_message(store, ws, message),
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn on_websocket_writable(&self, store: &mut Store<GuestState>, ws: u64) -> wasmtime::Result<()> {
+        match &self.http {
+            Some((h, _)) => h.call_on_websocket_writable(store, ws),
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn on_websocket_close(
+        &self,
+        store: &mut Store<GuestState>,
+        ws: u64,
+        code: u16,
+        reason: &str,
+    ) -> wasmtime::Result<()> {
+        match &self.http {
+            Some((h, _)) => h.call_on_websocket_close(store, ws, code, reason),
+            None => Ok(()),
+        }
+    }
 }
 
 /// `http.request-head` borrowed from the host's read buffer, so handing a
@@ -96,18 +246,6 @@ impl Guest {
             None => Ok(Err("the guest does not export wasmloop:handler/migration".into())),
         })?;
         result.map_err(|message| self.refused(Callback::Restore, message))
-    }
-
-    /// The guest's state for its next version, if it can migrate.
-    pub fn snapshot(&mut self) -> Result<Option<Vec<u8>>, Fault> {
-        self.call(Callback::Snapshot, |e, s| match &e.migration {
-            Some(m) => m.call_snapshot(s),
-            None => Ok(None),
-        })
-    }
-
-    pub fn can_migrate(&self) -> bool {
-        self.exports.migration.is_some()
     }
 
     fn refused(&self, callback: Callback, message: String) -> Fault {
@@ -201,53 +339,9 @@ impl Guest {
         self.store.data_mut()
     }
 
-    pub fn on_accept(&mut self, listener: u64, conn: u64) -> Result<(), Fault> {
-        self.call(Callback::OnAccept, |e, s| e.callbacks.call_on_accept(s, listener, conn))
-    }
-
-    pub fn on_data(&mut self, conn: u64, data: &[u8]) -> Result<(), Fault> {
-        self.call(Callback::OnData, |e, s| e.callbacks.call_on_data(s, conn, data))
-    }
-
-    pub fn on_eof(&mut self, conn: u64) -> Result<EofAction, Fault> {
-        self.call(Callback::OnEof, |e, s| e.callbacks.call_on_eof(s, conn))
-    }
-
-    pub fn on_writable(&mut self, conn: u64) -> Result<(), Fault> {
-        self.call(Callback::OnWritable, |e, s| e.callbacks.call_on_writable(s, conn))
-    }
-
-    pub fn on_close(&mut self, conn: u64, reason: &wasmloop_io::CloseReason) -> Result<(), Fault> {
-        let reason = CloseReason::from(reason);
-        self.call(Callback::OnClose, |e, s| e.callbacks.call_on_close(s, conn, &reason))
-    }
-
-    pub fn on_timer(&mut self, timer: u64) -> Result<(), Fault> {
-        self.call(Callback::OnTimer, |e, s| e.callbacks.call_on_timer(s, timer))
-    }
-
-    /// Whether the guest exports `outbound-callbacks` (needed to `connect`).
-    pub fn has_outbound(&self) -> bool {
-        self.exports.outbound.is_some()
-    }
-
     /// Whether the guest exports `datagram-callbacks`.
     pub fn has_datagrams(&self) -> bool {
         self.exports.datagrams.is_some()
-    }
-
-    pub fn on_connect(&mut self, conn: u64, outcome: Result<(), ConnectError>) -> Result<(), Fault> {
-        self.call(Callback::OnConnect, |e, s| match &e.outbound {
-            Some(o) => o.call_on_connect(s, conn, outcome),
-            None => Ok(()),
-        })
-    }
-
-    pub fn on_datagram(&mut self, socket: u64, peer: &str, data: &[u8]) -> Result<(), Fault> {
-        self.call(Callback::OnDatagram, |e, s| match &e.datagrams {
-            Some(d) => d.call_on_datagram(s, socket, peer, data),
-            None => Ok(()),
-        })
     }
 
     /// Whether the guest exports `http-callbacks`.
@@ -255,62 +349,9 @@ impl Guest {
         self.exports.http.is_some()
     }
 
-    pub fn on_request(&mut self, req: u64, head: RequestHead<'_>, body: &[u8], end: bool) -> Result<(), Fault> {
-        self.call(Callback::OnRequest, |e, s| match &e.http {
-            // Type-checked per call: the head borrows, so it cannot be the
-            // type of a `TypedFunc` kept from instantiation.
-            Some((_, f)) => f.typed::<(u64, RequestHead<'_>, &[u8], bool), ()>(&*s)?.call(s, (req, head, body, end)),
-            None => Ok(()),
-        })
-    }
-
-    pub fn on_request_body(&mut self, req: u64, data: &[u8], end: bool) -> Result<(), Fault> {
-        self.call(Callback::OnRequestBody, |e, s| match &e.http {
-            Some((h, _)) => h.call_on_request_body(s, req, data, end),
-            None => Ok(()),
-        })
-    }
-
-    pub fn on_response_writable(&mut self, req: u64) -> Result<(), Fault> {
-        self.call(Callback::OnResponseWritable, |e, s| match &e.http {
-            Some((h, _)) => h.call_on_response_writable(s, req),
-            None => Ok(()),
-        })
-    }
-
-    pub fn on_request_closed(&mut self, req: u64) -> Result<(), Fault> {
-        self.call(Callback::OnRequestClosed, |e, s| match &e.http {
-            Some((h, _)) => h.call_on_request_closed(s, req),
-            None => Ok(()),
-        })
-    }
-
-    pub fn on_websocket_message(&mut self, ws: u64, message: &Message) -> Result<(), Fault> {
-        self.call(Callback::OnWebsocketMessage, |e, s| match &e.http {
-            Some((h, _)) => h.call_on_websocket_message(s, ws, message),
-            None => Ok(()),
-        })
-    }
-
-    pub fn on_websocket_writable(&mut self, ws: u64) -> Result<(), Fault> {
-        self.call(Callback::OnWebsocketWritable, |e, s| match &e.http {
-            Some((h, _)) => h.call_on_websocket_writable(s, ws),
-            None => Ok(()),
-        })
-    }
-
-    pub fn on_websocket_close(&mut self, ws: u64, code: u16, reason: &str) -> Result<(), Fault> {
-        self.call(Callback::OnWebsocketClose, |e, s| match &e.http {
-            Some((h, _)) => h.call_on_websocket_close(s, ws, code, reason),
-            None => Ok(()),
-        })
-    }
-
-    pub fn on_shutdown(&mut self) -> Result<(), Fault> {
-        self.call(Callback::OnShutdown, |e, s| e.callbacks.call_on_shutdown(s))
-    }
-
-    fn call<R>(
+    /// Calls one callback (`f`, an [`Exports`] method), with the callback
+    /// deadline; `Instance` has a method per callback that calls this.
+    pub(super) fn call<R>(
         &mut self,
         callback: Callback,
         f: impl FnOnce(&Exports, &mut Store<GuestState>) -> wasmtime::Result<R>,

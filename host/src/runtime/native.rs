@@ -67,7 +67,8 @@ use std::time::Duration;
 
 use wasmtime_wasi::WasiCtx;
 
-use crate::metrics::{Callback, FaultKind};
+use crate::callbacks::Callback;
+use crate::metrics::FaultKind;
 pub use wasmloop_io::{CloseReason, ErrorCode};
 
 pub use crate::runtime::bindings::{EofAction, ListenerInfo};
@@ -255,39 +256,15 @@ impl NativeGuest {
         &mut self.state
     }
 
-    pub fn on_accept(&mut self, listener: u64, conn: u64) -> Result<(), Fault> {
-        self.call(Callback::OnAccept, |h, cx| h.on_accept(cx, listener, conn))
-    }
-
-    pub fn on_data(&mut self, conn: u64, data: &[u8]) -> Result<(), Fault> {
-        self.call(Callback::OnData, |h, cx| h.on_data(cx, conn, data))
-    }
-
-    pub fn on_eof(&mut self, conn: u64) -> Result<EofAction, Fault> {
-        self.call(Callback::OnEof, |h, cx| h.on_eof(cx, conn))
-    }
-
-    pub fn on_writable(&mut self, conn: u64) -> Result<(), Fault> {
-        self.call(Callback::OnWritable, |h, cx| h.on_writable(cx, conn))
-    }
-
-    pub fn on_close(&mut self, conn: u64, reason: &CloseReason) -> Result<(), Fault> {
-        self.call(Callback::OnClose, |h, cx| h.on_close(cx, conn, reason))
-    }
-
-    pub fn on_timer(&mut self, timer: u64) -> Result<(), Fault> {
-        self.call(Callback::OnTimer, |h, cx| h.on_timer(cx, timer))
-    }
-
-    pub fn on_shutdown(&mut self) -> Result<(), Fault> {
-        self.call(Callback::OnShutdown, |h, cx| h.on_shutdown(cx))
-    }
-
     /// Calls the handler; a panic becomes a [`Fault`]. Unwind safety: a
     /// panic comes from the handler's code between `Cx` calls, never inside
     /// one, so the state is whole; after the fault the server only closes
     /// its sockets and drops it with the handler, never calling it again.
-    fn call<R>(&mut self, callback: Callback, f: impl FnOnce(&mut dyn Handler, &mut Cx<'_>) -> R) -> Result<R, Fault> {
+    pub(super) fn call<R>(
+        &mut self,
+        callback: Callback,
+        f: impl FnOnce(&mut dyn Handler, &mut Cx<'_>) -> R,
+    ) -> Result<R, Fault> {
         let NativeGuest { handler, state } = self;
         let started = state.metrics.is_some().then(crate::metrics::stamp);
         let mut cx = Cx { state: &mut *state };
