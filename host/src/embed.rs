@@ -59,6 +59,7 @@ use std::os::fd::BorrowedFd;
 use std::path::Path;
 use std::time::Duration;
 
+use anyhow::Context;
 use wasmloop_reactor::{EventLoop, LoopHandle, Reactor};
 
 use crate::runtime::{Module, Runtime};
@@ -135,6 +136,19 @@ impl Host {
         self.server.add_native(self.event_loop.reactor(), spec)
     }
 
+    /// Like [`Host::add_guest`], but a guest whose first start fails goes
+    /// through its fault policy while the others serve (see
+    /// [`Server::add_guest_or_apply_policy`]). Returns why the guest is
+    /// down, or `None` if it started.
+    pub fn add_guest_or_apply_policy(&mut self, spec: GuestSpec) -> anyhow::Result<Option<String>> {
+        self.server.add_guest_or_apply_policy(self.event_loop.reactor(), spec)
+    }
+
+    /// Reloads each guest when its module file changes (`host run --watch`).
+    pub fn watch_modules(&mut self) -> io::Result<()> {
+        self.server.watch_modules(self.event_loop.reactor())
+    }
+
     /// SIGINT/SIGTERM shut down gracefully, SIGHUP reloads (as `host run`).
     pub fn handle_signals(&mut self) -> io::Result<()> {
         self.server.handle_signals(self.event_loop.reactor())
@@ -148,12 +162,15 @@ impl Host {
     /// guest whose fault policy is `exit`), in a current-thread tokio
     /// context for WASI (see [`crate::runtime::on_loop_thread`]).
     pub fn run(&mut self) -> anyhow::Result<()> {
-        let Host { event_loop, server } = self;
-        crate::runtime::on_loop_thread(|| event_loop.run(server))??;
-        match server.exit_reason() {
-            Some(reason) => Err(anyhow::anyhow!("{reason}")),
-            None => Ok(()),
-        }
+        crate::runtime::on_loop_thread(|| self.run_in_context())?
+    }
+
+    /// [`Host::run`] for a caller that has entered the loop thread's tokio
+    /// context already ([`crate::runtime::on_loop_thread`]), as the workers
+    /// do around both starting their guests and serving.
+    pub(crate) fn run_in_context(&mut self) -> anyhow::Result<()> {
+        self.event_loop.run(&mut self.server).context("event loop failed")?;
+        exit_result(&self.server)
     }
 
     /// One turn: wait at most `max_wait` (`Some(Duration::ZERO)`: not at
@@ -180,5 +197,14 @@ impl Host {
 
     pub fn server(&mut self) -> &mut Server {
         &mut self.server
+    }
+}
+
+/// What a stopped server's exit means: an error if a guest with
+/// `on-fault = exit` asked for one.
+pub(crate) fn exit_result(server: &Server) -> anyhow::Result<()> {
+    match server.exit_reason() {
+        Some(reason) => Err(anyhow::anyhow!("{reason}")),
+        None => Ok(()),
     }
 }

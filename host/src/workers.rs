@@ -1,6 +1,7 @@
 //! `host run --workers N`: one event loop per thread, shared nothing.
 //!
-//! Each worker is a whole host: its own [`EventLoop`], its own [`Server`],
+//! Each worker is a whole [`Host`] (`embed.rs`, what an embedder gets): its
+//! own [`EventLoop`], its own [`Server`],
 //! its own instance of every guest and its own listening sockets (bound with
 //! `SO_REUSEPORT`, so the kernel spreads connections over the workers). What
 //! they share is only what is read-only or thread-safe: the wasmtime engine,
@@ -22,8 +23,9 @@ use std::thread;
 
 use anyhow::Context;
 use tracing::info;
-use wasmloop_reactor::{EventLoop, LoopHandle};
+use wasmloop_reactor::EventLoop;
 
+use crate::embed::{self, Host, HostHandle};
 use crate::on_calloop;
 use crate::runtime::{self, Runtime};
 use crate::server::{GuestSpec, Server, ServerConfig, accepted_on_this_thread};
@@ -56,10 +58,9 @@ pub enum LoopBackend {
     Calloop,
 }
 
-/// A worker's loop and server, set up on the thread that runs them.
+/// A worker's host, set up on the thread that runs it.
 struct Started {
-    event_loop: EventLoop<Server>,
-    server: Server,
+    host: Host,
     /// With `--event-loop calloop`: the calloop loop underneath ours.
     calloop: Option<(calloop::EventLoop<'static, ()>, on_calloop::Link<Server>)>,
 }
@@ -82,7 +83,7 @@ pub fn run(workers: Vec<Worker>) -> anyhow::Result<()> {
 }
 
 enum Report {
-    Started(usize, anyhow::Result<LoopHandle<Server>>),
+    Started(usize, anyhow::Result<HostHandle>),
     Stopped(usize, anyhow::Result<()>),
 }
 
@@ -114,7 +115,7 @@ fn run_threads(workers: Vec<Worker>) -> anyhow::Result<()> {
     drop(reports);
 
     // Every worker starts its guests; none serves until all have.
-    let mut handles: Vec<Option<LoopHandle<Server>>> = (0..count).map(|_| None).collect();
+    let mut handles: Vec<Option<HostHandle>> = (0..count).map(|_| None).collect();
     let mut reported = vec![false; count];
     let mut failure: Option<anyhow::Error> = None;
     while reported.contains(&false) {
@@ -150,7 +151,7 @@ fn run_threads(workers: Vec<Worker>) -> anyhow::Result<()> {
                     if other + 1 != id
                         && let Some(handle) = handle
                     {
-                        let _ = handle.post(|_, reactor| reactor.stop());
+                        handle.stop();
                     }
                 }
             }
@@ -177,7 +178,7 @@ fn worker_thread(
             return Ok(());
         }
     };
-    let _ = reports.send(Report::Started(id, Ok(started.event_loop.handle())));
+    let _ = reports.send(Report::Started(id, Ok(started.host.handle())));
     if go.recv() != Ok(true) {
         // Another worker could not start: the host exits with its error.
         return Ok(());
@@ -185,10 +186,10 @@ fn worker_thread(
     serve(id, started)
 }
 
-/// Sets up a worker's loop: signals, guests (instantiate + `init`, listen),
-/// file watching.
+/// Sets up a worker's host: its loop, signals, guests (instantiate +
+/// `init`, listen), file watching.
 fn start(worker: Worker) -> anyhow::Result<Started> {
-    let (mut event_loop, calloop) = match worker.event_loop {
+    let (event_loop, calloop) = match worker.event_loop {
         LoopBackend::Native => (EventLoop::new().context("cannot create the event loop")?, None),
         LoopBackend::Calloop => {
             let calloop = calloop::EventLoop::try_new().context("cannot create the calloop event loop")?;
@@ -197,16 +198,14 @@ fn start(worker: Worker) -> anyhow::Result<Started> {
             (event_loop, Some((calloop, link)))
         }
     };
-    event_loop.measure(worker.config.metrics.is_some());
-    let mut server = Server::new(worker.runtime, worker.config);
-    server.set_handle(event_loop.handle());
-    server.handle_signals(event_loop.reactor()).context("cannot install signal handlers")?;
+    let mut host = Host::with_event_loop(worker.runtime, worker.config, event_loop);
+    host.handle_signals().context("cannot install signal handlers")?;
     let mut failures = Vec::new();
     let count = worker.guests.len();
     for spec in worker.guests {
         if !worker.guests_may_fail {
-            server.add_guest(event_loop.reactor(), spec)?;
-        } else if let Some(reason) = server.add_guest_or_apply_policy(event_loop.reactor(), spec)? {
+            host.add_guest(spec)?;
+        } else if let Some(reason) = host.add_guest_or_apply_policy(spec)? {
             failures.push(reason);
         }
     }
@@ -214,34 +213,29 @@ fn start(worker: Worker) -> anyhow::Result<Started> {
         anyhow::bail!("no guest could start; the first: {}", failures[0]);
     }
     if worker.watch {
-        server.watch_modules(event_loop.reactor()).context("cannot watch the module files")?;
+        host.watch_modules().context("cannot watch the module files")?;
     }
-    Ok(Started { event_loop, server, calloop })
+    Ok(Started { host, calloop })
 }
 
 /// Runs a worker's loop until it stops; says how many connections it took.
 fn serve(id: usize, started: Started) -> anyhow::Result<()> {
-    let Started { mut event_loop, mut server, calloop } = started;
+    let Started { mut host, calloop } = started;
     let result = match calloop {
-        None => event_loop.run(&mut server).context("event loop failed"),
+        None => host.run_in_context(),
         Some((mut calloop, link)) => {
+            let (event_loop, server) = host.into_parts();
             let attached = link.attach(event_loop, server);
             let signal = calloop.get_signal();
-            let result = calloop
-                .run(None, &mut (), |_| {
-                    if attached.is_stopping() {
-                        signal.stop();
-                    }
-                })
-                .context("calloop event loop failed");
-            server = attached.detach();
-            result
+            let ran = calloop.run(None, &mut (), |_| {
+                if attached.is_stopping() {
+                    signal.stop();
+                }
+            });
+            let server = attached.detach();
+            ran.context("calloop event loop failed").and_then(|()| embed::exit_result(&server))
         }
     };
     info!("worker {id} accepted {} connections", accepted_on_this_thread());
-    result?;
-    match server.exit_reason() {
-        Some(reason) => Err(anyhow::anyhow!("{reason}")),
-        None => Ok(()),
-    }
+    result
 }
