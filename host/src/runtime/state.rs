@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use slotmap::SlotMap;
 use wasmloop_io::http::HttpLimits;
-use wasmloop_io::{ConnKey, Connection, ErrorCode, Handle, OutputBudget, ReqKey, UdpKey, WsKey};
+use wasmloop_io::{ConnKey, Connection, ErrorCode, Handle, OutputBudget, ReqKey, UdpKey, WsKey, listener_index};
 use wasmloop_reactor::TimerHeap;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -60,7 +60,10 @@ pub struct GuestSetup {
     pub metrics: Option<Arc<GuestMetrics>>,
 }
 
-/// A listener granted to the guest. Its handle is its index + 1.
+/// A listener granted to the guest. Its handle is [`listener_handle`] of
+/// its index.
+///
+/// [`listener_handle`]: wasmloop_io::listener_handle
 #[derive(Clone, Debug)]
 pub struct ListenerGrant {
     pub address: String,
@@ -284,11 +287,7 @@ impl GuestState {
     }
 
     pub fn listener(&self, handle: u64) -> Result<&ListenerGrant, ErrorCode> {
-        usize::try_from(handle)
-            .ok()
-            .and_then(|h| h.checked_sub(1))
-            .and_then(|i| self.listeners.get(i))
-            .ok_or(ErrorCode::InvalidHandle)
+        listener_index(handle).and_then(|i| self.listeners.get(i)).ok_or(ErrorCode::InvalidHandle)
     }
 }
 

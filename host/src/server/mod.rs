@@ -32,7 +32,7 @@ use crate::runtime::Handle;
 use crate::runtime::bindings::{ConnectError, EofAction};
 use crate::runtime::native::{HandlerFactory, NativeGuest};
 use crate::runtime::{
-    ConnKey, Fault, Guest, GuestLimits, GuestSetup, Instance, ListenerGrant, Module, Runtime, UdpKey,
+    ConnKey, Fault, Guest, GuestLimits, GuestSetup, Instance, ListenerGrant, Module, Runtime, UdpKey, listener_handle,
 };
 use policy::{FaultPolicy, Policy};
 use wasmloop_io::{CloseReason, Connection, Settled, UNREGISTERED, close_reason};
@@ -495,7 +495,7 @@ impl Server {
                 Protocol::Http => info!(guest = name, "listening on {address} (HTTP)"),
                 Protocol::WebSocket => info!(guest = name, "listening on {address} (HTTP, WebSocket)"),
             }
-            self.listeners.push(Listener::new(socket, g, i as u64 + 1, route, protocol)?);
+            self.listeners.push(Listener::new(socket, g, listener_handle(i), route, protocol)?);
         }
         Ok(())
     }
