@@ -15,6 +15,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::grants::Grants;
+use crate::limits::Limits;
 use crate::metrics::GuestMetrics;
 use crate::runtime::guest_log::GuestLog;
 use crate::runtime::limiter::MemoryLimiter;
@@ -69,7 +70,8 @@ pub struct ListenerGrant {
     pub address: String,
 }
 
-/// Limits that apply to one guest.
+/// Limits that apply to one guest, as the runtime and server enforce them;
+/// made from the operator's [`Limits`].
 #[derive(Clone, Debug)]
 pub struct GuestLimits {
     /// Longest a callback may run before the guest is stopped (epoch
@@ -111,23 +113,25 @@ pub struct GuestLimits {
     pub http: HttpLimits,
 }
 
-impl Default for GuestLimits {
-    fn default() -> Self {
+/// The operator's limits resolved into durations and bytes; the checked
+/// values (`DeadlineMs`, `MemoryMib`, ...) cannot overflow here.
+impl From<&Limits> for GuestLimits {
+    fn from(limits: &Limits) -> GuestLimits {
         GuestLimits {
-            callback_deadline: Duration::from_millis(50),
-            init_deadline: Duration::from_secs(5),
-            max_memory: 64 << 20,
-            max_output: 1 << 20,
-            max_output_total: 64 << 20,
-            max_input_total: 64 << 20,
-            max_connections: 10_000,
-            max_pending_connects: 64,
-            max_timers: 10_000,
-            cpu_budget: Duration::from_millis(800),
-            cpu_overrun: Duration::from_secs(5),
-            max_callbacks_per_turn: 256,
-            log_lines_per_sec: 100,
-            http: HttpLimits::default(),
+            callback_deadline: limits.callback_deadline_ms.duration(),
+            init_deadline: limits.init_deadline_ms.duration(),
+            max_memory: limits.max_memory_mib.bytes(),
+            max_output: limits.max_output,
+            max_output_total: limits.max_output_total,
+            max_input_total: limits.max_input_total,
+            max_connections: limits.max_connections,
+            max_pending_connects: limits.max_pending_connects,
+            max_timers: limits.max_timers,
+            cpu_budget: limits.cpu_budget_ms.duration(),
+            cpu_overrun: Duration::from_millis(limits.cpu_overrun_ms),
+            max_callbacks_per_turn: limits.max_callbacks_per_turn.get(),
+            log_lines_per_sec: limits.max_log_lines_per_sec,
+            http: limits.http(),
         }
     }
 }
