@@ -209,17 +209,16 @@ fn main() -> ExitCode {
         let refused = refuse_guest_flags(run_flags);
         if !refused.is_empty() {
             for line in refused {
-                eprintln!("{line}");
+                let _ = writeln!(std::io::stderr(), "{line}");
             }
             return ExitCode::from(2);
         }
     }
     let logs = init_logging(cli.verbose, cli.log_format);
-    let result = match (cli.command, run_flags) {
-        (Command::Run(args), Some(given)) => run(*args, given),
-        (Command::Run(_), None) => unreachable!("clap matched `run`"),
-        (Command::Check(args), _) => check(args),
-        (Command::Inspect(args), _) => inspect::run(args),
+    let result = match cli.command {
+        Command::Run(args) => run(*args, run_flags.expect("`run` was parsed from its matches")),
+        Command::Check(args) => check(args),
+        Command::Inspect(args) => inspect::run(args),
     };
     // Queued log lines first, then the error.
     drop(logs);
