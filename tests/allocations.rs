@@ -18,8 +18,9 @@ use std::time::Duration;
 
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use wasmloop::config::{FaultPolicy, Policy, ReloadMode};
-use wasmloop::runtime::{GuestLimits, Runtime};
-use wasmloop::server::{GuestSpec, Server, ServerConfig, bind};
+use wasmloop::limits::Limits;
+use wasmloop::runtime::Runtime;
+use wasmloop::server::{GuestSpec, ListenerSpec, Protocol, Server, ServerConfig, bind};
 use wasmloop_reactor::EventLoop;
 
 #[global_allocator]
@@ -50,10 +51,9 @@ fn echoing_allocates_nothing_per_message_in_steady_state() {
         let spec = GuestSpec {
             name: "echo".into(),
             module,
-            listeners: vec![listener],
-            http_listeners: Vec::new(),
+            listeners: vec![ListenerSpec { socket: listener, protocol: Protocol::Tcp }],
             config: String::new(),
-            limits: GuestLimits::default(),
+            limits: Limits::DEFAULT,
             grants: Default::default(),
             policy: Policy { on_fault: FaultPolicy::Stop, reload: ReloadMode::Drain },
         };

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use clap::{Args, FromArgMatches};
 use support::{HOST, Output, bounded, describe, guest, run_bounded};
+use wasmloop::limits::Limits;
 
 /// Runs `host ARGS` to completion (bounded).
 fn host(args: &[&str]) -> Output {
@@ -329,6 +331,97 @@ fn a_config_and_a_module_together_are_an_argument_error() {
     let path = scratch_file("both.toml", b"");
     let out = host(&["run", "x.wasm", "--config", path.to_str().unwrap()]);
     assert_one_line_error(&out, 2, &["--config"]);
+}
+
+/// Every per-guest flag, with a value it would take without `--config`.
+fn per_guest_flags() -> Vec<(String, String)> {
+    let mut flags: Vec<(String, String)> = [
+        ("--listen", "127.0.0.1:0"),
+        ("--listen-http", "127.0.0.1:0"),
+        ("--listen-ws", "127.0.0.1:0"),
+        ("--listen-fd", "3"),
+        ("--guest-config", "hello"),
+        ("--connect", "127.0.0.1:6379"),
+        ("--udp", "127.0.0.1:0"),
+        ("--on-fault", "stop"),
+        ("--reload-mode", "migrate"),
+    ]
+    .iter()
+    .map(|(flag, value)| (flag.to_string(), value.to_string()))
+    .collect();
+    // Every limit, at its default: typed, it is refused all the same.
+    for arg in Limits::augment_args(clap::Command::new("limits")).get_arguments() {
+        let default = arg.get_default_values()[0].to_str().unwrap().to_string();
+        flags.push((format!("--{}", arg.get_long().unwrap()), default));
+    }
+    flags
+}
+
+#[test]
+fn each_per_guest_flag_given_with_a_config_is_refused_in_one_line_naming_it() {
+    bounded(Duration::from_secs(300), || {
+        let path = scratch_file("refused-flags.toml", b"");
+        for (flag, value) in per_guest_flags() {
+            let out = host(&["run", "--config", path.to_str().unwrap(), &flag, &value]);
+            let line = assert_one_line_error(&out, 2, &[&flag, "cannot be used with --config", "config file"]);
+            assert!(line.starts_with(&format!("error: {flag} ")), "{line}");
+        }
+    });
+}
+
+#[test]
+fn several_per_guest_flags_with_a_config_get_one_line_each() {
+    let path = scratch_file("refused-two.toml", b"");
+    let out = host(&["run", "--config", path.to_str().unwrap(), "--max-timers", "5", "--listen", "127.0.0.1:0"]);
+    let lines = out.stderr_lines();
+    assert_eq!(lines.len(), 2, "{}", out.stderr);
+    assert!(lines.iter().any(|l| l.contains("--max-timers cannot be used with --config")), "{}", out.stderr);
+    assert!(lines.iter().any(|l| l.contains("--listen cannot be used with --config")), "{}", out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(out.status));
+}
+
+#[test]
+fn host_wide_flags_may_be_given_with_a_config() {
+    // The file has no guests: the host gets as far as reading it, so the
+    // flags were taken.
+    let path = scratch_file("host-wide.toml", b"shutdown_timeout_ms = 100\n");
+    let out = host(&[
+        "run",
+        "--config",
+        path.to_str().unwrap(),
+        "--workers",
+        "2",
+        "--shutdown-timeout-ms",
+        "5",
+        "--drain-timeout-ms",
+        "5",
+        "--no-cache",
+        "--event-loop",
+        "native",
+    ]);
+    assert_one_line_error(&out, 1, &["host-wide.toml", "no [[guest]] entries"]);
+}
+
+#[test]
+fn run_help_shows_every_limit_with_its_one_default() {
+    bounded(Duration::from_secs(60), || {
+        let out = host(&["run", "--help"]);
+        assert!(out.status.success(), "host run --help: {}", describe(out.status));
+        // Each limit's flag and the default its help shows, read back as flags.
+        let mut args = vec!["limits".to_string()];
+        for arg in Limits::augment_args(clap::Command::new("limits")).get_arguments() {
+            let flag = format!("--{} <", arg.get_long().unwrap());
+            let (_, help) = out.stdout.split_once(&flag).unwrap_or_else(|| panic!("no {flag} in:\n{}", out.stdout));
+            // Its help ends where the next option starts; clap may wrap it.
+            let help = help.split("\n  -").next().unwrap().split_whitespace().collect::<Vec<_>>().join(" ");
+            let (_, default) = help.split_once("[default: ").unwrap_or_else(|| panic!("{flag}: no default in {help}"));
+            let default = default.split(']').next().unwrap();
+            args.extend([format!("--{}", arg.get_long().unwrap()), default.to_string()]);
+        }
+        let command = Limits::augment_args(clap::Command::new("limits"));
+        let shown = Limits::from_arg_matches(&command.try_get_matches_from(args).unwrap()).unwrap();
+        assert_eq!(shown, Limits::DEFAULT);
+    });
 }
 
 #[test]

@@ -433,3 +433,84 @@ fn a_sighup_while_the_guests_load_neither_ends_the_host_nor_is_lost() {
         assert!(child.0.try_wait().unwrap().is_none(), "the host ended; log:\n{}", log.join("\n"));
     });
 }
+
+// ---- One configuration path: the flags and the config file alike. ----------
+
+/// A config of one echo guest, `echo`, with `more` after its keys (say, a
+/// `[guest.limits]` table), and host-wide `top` lines before it.
+fn one_echo_guest(file: &str, top: &str, more: &str) -> std::path::PathBuf {
+    let echo = support::guest("echo");
+    let toml = format!(
+        "{top}\n[[guest]]\nname = \"echo\"\nmodule = {:?}\nlisten = [\"127.0.0.1:0\"]\n{more}\n",
+        echo.to_str().unwrap()
+    );
+    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(file);
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+/// Two connections are served and the third is closed at once (the guest
+/// is at its limit of two).
+fn serves_two_connections_and_closes_the_third(host: &Host) {
+    let held: Vec<TcpStream> = (0..2u8)
+        .map(|i| {
+            let mut client = host.connect();
+            client.write_all(&[i]).unwrap();
+            let mut byte = [0u8];
+            client.read_exact(&mut byte).unwrap();
+            assert_eq!(byte, [i]);
+            client
+        })
+        .collect();
+    let mut third = host.connect();
+    third.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = third.write_all(b"x");
+    match third.read(&mut [0u8; 1]) {
+        Ok(0) => {}
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+        other => panic!("the third connection was served: {other:?}; log:\n{}", host.logs()),
+    }
+    host.wait_for_log("at its connection limit (2)", Duration::from_secs(10));
+    drop(held);
+}
+
+#[test]
+fn a_limit_from_a_flag_and_the_same_key_in_the_config_file_act_alike() {
+    bounded(Duration::from_secs(120), || {
+        let by_flag = Host::command("echo").args(["--max-connections", "2"]).spawn();
+        serves_two_connections_and_closes_the_third(&by_flag);
+        let file = one_echo_guest("lifecycle-limit-by-key.toml", "", "[guest.limits]\nmax_connections = 2");
+        let by_key = Host::with_config(file).spawn();
+        serves_two_connections_and_closes_the_third(&by_key);
+    });
+}
+
+#[test]
+fn a_host_wide_flag_given_with_a_config_file_wins_over_the_file() {
+    bounded(Duration::from_secs(120), || {
+        // The file would wait a minute for output to drain; the flag says 300 ms.
+        let file = one_echo_guest("lifecycle-flag-wins.toml", "shutdown_timeout_ms = 60000", "");
+        let mut host = Host::with_config(file).args(["--shutdown-timeout-ms", "300"]).spawn();
+        // A client that sends and never reads: the echo fills the kernel's
+        // buffers, then the host's, and cannot drain.
+        let client = host.connect();
+        let writer = Writer::start(&client, Arc::new(vec![7; 32 * MIB]), false);
+        let mut last = 0;
+        assert!(
+            eventually(Duration::from_secs(30), || {
+                thread::sleep(Duration::from_millis(200));
+                let now = writer.written();
+                std::mem::replace(&mut last, now) == now && now > 0
+            }),
+            "the client's writes never stalled"
+        );
+        let sent = Instant::now();
+        host.signal(Signal::TERM);
+        host.wait_for_log("shutdown timeout: closing connections that did not drain", Duration::from_secs(10));
+        let status = host.wait_exit(Duration::from_secs(10));
+        let took = sent.elapsed();
+        assert!(status.success(), "host ended with {}", describe(status));
+        assert!(took < Duration::from_secs(10), "exit took {took:?}: the file's 60 s, not the flag's 300 ms");
+        drop(client);
+    });
+}

@@ -19,7 +19,7 @@ use support::{IO_TIMEOUT, LineReader, bounded, configure};
 use wasmloop::config::{FaultPolicy, Policy, ReloadMode};
 use wasmloop::embed::{Host, HostHandle};
 use wasmloop::native::{self, CloseReason, Cx, ErrorCode, Handler};
-use wasmloop::server::{GuestSpec, NativeSpec, bind};
+use wasmloop::server::{GuestSpec, ListenerSpec, NativeSpec, Protocol, bind};
 
 /// A line protocol: each line comes back upper-cased, except commands:
 /// `timer` (answers `timer fired` 20 ms later), `generation` (which handler
@@ -106,8 +106,7 @@ impl Running {
             host.add_guest(GuestSpec {
                 name: "echo".into(),
                 module,
-                listeners: vec![wasm],
-                http_listeners: Vec::new(),
+                listeners: vec![ListenerSpec { socket: wasm, protocol: Protocol::Tcp }],
                 config: String::new(),
                 limits: Default::default(),
                 grants: Default::default(),

@@ -1,16 +1,21 @@
 //! `host run --config host.toml`: several guests on one loop, each with its
 //! own listeners, grants and limits. `examples/host.toml` is the annotated
 //! reference. Errors name the file, the key and the problem on one line.
+//!
+//! A guest's `[guest.limits]` table is [`Limits`], the struct the flags
+//! read too, so a key and its flag take the same values and default alike.
+//! Host-wide settings here (`shutdown_timeout_ms`, `admin`, ...) give way
+//! to their flags; per-guest flags cannot be given with `--config` at all.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::grants::{AllowRule, Allowlist, Grants};
-use crate::runtime::GuestLimits;
+use crate::limits::Limits;
+use crate::server::Protocol;
 
 // The policy types belong to the server, which acts on them; the config
 // file and the flags only name them.
@@ -19,12 +24,14 @@ pub use crate::server::policy::{FaultPolicy, Policy, ReloadMode};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostConfig {
-    /// On SIGINT/SIGTERM, how long to let output drain.
-    #[serde(default = "default_shutdown_timeout_ms")]
-    pub shutdown_timeout_ms: u64,
-    /// After a reload (SIGHUP), how long old versions keep their connections.
-    #[serde(default = "default_drain_timeout_ms")]
-    pub drain_timeout_ms: u64,
+    /// On SIGINT/SIGTERM, how long to let output drain (`--shutdown-timeout-ms`
+    /// wins; left out: that flag's default).
+    #[serde(default)]
+    pub shutdown_timeout_ms: Option<u64>,
+    /// After a reload (SIGHUP), how long old versions keep their connections
+    /// (`--drain-timeout-ms` wins; left out: that flag's default).
+    #[serde(default)]
+    pub drain_timeout_ms: Option<u64>,
     /// Where compiled guest code is kept (`--cache-dir` wins; relative
     /// paths are relative to the config file).
     #[serde(default)]
@@ -62,129 +69,13 @@ pub struct GuestConfig {
     /// Addresses the guest may bind UDP sockets on.
     #[serde(default)]
     pub udp: Vec<SocketAddr>,
-    #[serde(default = "default_on_fault")]
-    pub on_fault: FaultPolicy,
-    #[serde(default = "default_reload")]
-    pub reload: ReloadMode,
     #[serde(default)]
-    pub limits: LimitsConfig,
-}
-
-/// Per-guest limits; anything left out keeps its default.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitsConfig {
-    pub callback_deadline_ms: Option<u64>,
-    pub init_deadline_ms: Option<u64>,
-    pub max_memory_mib: Option<usize>,
-    pub max_output: Option<usize>,
-    pub max_output_total: Option<usize>,
-    pub max_connections: Option<usize>,
-    pub max_pending_connects: Option<usize>,
-    pub max_timers: Option<usize>,
-    pub max_input_total: Option<usize>,
-    pub cpu_budget_ms: Option<u64>,
-    pub cpu_overrun_ms: Option<u64>,
-    pub max_callbacks_per_turn: Option<u32>,
-    pub max_log_lines_per_sec: Option<u32>,
-    pub http_max_body: Option<u64>,
-    pub http_max_head: Option<usize>,
-    pub ws_max_message: Option<usize>,
-    pub http_header_timeout_ms: Option<u64>,
-    pub http_idle_timeout_ms: Option<u64>,
-}
-
-impl LimitsConfig {
-    pub fn apply(&self, mut limits: GuestLimits) -> GuestLimits {
-        let ms = Duration::from_millis;
-        if let Some(v) = self.callback_deadline_ms {
-            limits.callback_deadline = ms(v);
-        }
-        if let Some(v) = self.init_deadline_ms {
-            limits.init_deadline = ms(v);
-        }
-        if let Some(v) = self.max_memory_mib {
-            // `HostConfig::load` refused values that overflow.
-            limits.max_memory = memory_bytes(v).unwrap_or(usize::MAX);
-        }
-        let counts = [
-            (self.max_output, &mut limits.max_output),
-            (self.max_output_total, &mut limits.max_output_total),
-            (self.max_connections, &mut limits.max_connections),
-            (self.max_pending_connects, &mut limits.max_pending_connects),
-            (self.max_timers, &mut limits.max_timers),
-            (self.max_input_total, &mut limits.max_input_total),
-        ];
-        for (value, field) in counts {
-            if let Some(v) = value {
-                *field = v;
-            }
-        }
-        if let Some(v) = self.cpu_budget_ms {
-            // `HostConfig::load` refused values outside 1..=1000.
-            limits.cpu_budget = ms(v);
-        }
-        if let Some(v) = self.cpu_overrun_ms {
-            limits.cpu_overrun = ms(v);
-        }
-        if let Some(v) = self.max_callbacks_per_turn {
-            limits.max_callbacks_per_turn = v;
-        }
-        if let Some(v) = self.max_log_lines_per_sec {
-            limits.log_lines_per_sec = v;
-        }
-        let http = &mut limits.http;
-        if let Some(v) = self.http_max_body {
-            http.max_body = v;
-        }
-        if let Some(v) = self.http_max_head {
-            http.max_head = v;
-        }
-        if let Some(v) = self.ws_max_message {
-            http.max_message = v;
-        }
-        if let Some(v) = self.http_header_timeout_ms {
-            http.header_timeout = ms(v);
-        }
-        if let Some(v) = self.http_idle_timeout_ms {
-            http.idle_timeout = ms(v);
-        }
-        limits
-    }
-}
-
-/// A callback or `init` deadline (`--callback-deadline-ms`,
-/// `callback_deadline_ms`, `init_deadline_ms`): at least 1 ms, as a zero
-/// deadline would stop every call as it starts.
-pub fn deadline_ms(ms: u64) -> Result<Duration, String> {
-    if ms == 0 {
-        return Err("must be at least 1 (a zero deadline would stop every call as it starts)".into());
-    }
-    Ok(Duration::from_millis(ms))
-}
-
-/// A memory cap in MiB (`--max-memory-mib`, `max_memory_mib`) as bytes,
-/// refused if that many bytes cannot be counted here (it would wrap to a
-/// small cap, or to none).
-pub fn memory_bytes(mib: usize) -> Result<usize, String> {
-    mib.checked_mul(1 << 20)
-        .ok_or_else(|| format!("{mib} MiB is more than this machine can address (at most {} MiB)", usize::MAX >> 20))
-}
-
-fn default_shutdown_timeout_ms() -> u64 {
-    5_000
-}
-
-fn default_drain_timeout_ms() -> u64 {
-    30_000
-}
-
-fn default_reload() -> ReloadMode {
-    ReloadMode::Drain
-}
-
-fn default_on_fault() -> FaultPolicy {
-    FaultPolicy::Restart
+    pub on_fault: FaultPolicy,
+    #[serde(default)]
+    pub reload: ReloadMode,
+    /// Anything left out keeps its default (`Limits::DEFAULT`).
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 /// A config problem, as one line: `host.toml: guest[1].limits.max_timers: invalid type ... (line 12)`.
@@ -223,27 +114,6 @@ impl HostConfig {
             for rule in &guest.connect {
                 rule.parse::<AllowRule>().map_err(|e| fail(format!("guest[{i}].connect: {e}")))?;
             }
-            let limits = &guest.limits;
-            for (key, ms) in
-                [("callback_deadline_ms", limits.callback_deadline_ms), ("init_deadline_ms", limits.init_deadline_ms)]
-            {
-                if let Some(ms) = ms {
-                    deadline_ms(ms).map_err(|e| fail(format!("guest[{i}].limits.{key}: {e}")))?;
-                }
-            }
-            if let Some(mib) = limits.max_memory_mib {
-                memory_bytes(mib).map_err(|e| fail(format!("guest[{i}].limits.max_memory_mib: {e}")))?;
-            }
-            if let Some(budget) = limits.cpu_budget_ms
-                && !(1..=1000).contains(&budget)
-            {
-                let why = "must be 1 to 1000 (milliseconds of callback time per second)";
-                return Err(fail(format!("guest[{i}].limits.cpu_budget_ms: {why}")));
-            }
-            if limits.max_callbacks_per_turn == Some(0) {
-                let why = "must be at least 1 (a guest with none would never run)";
-                return Err(fail(format!("guest[{i}].limits.max_callbacks_per_turn: {why}")));
-            }
         }
         Ok(config)
     }
@@ -254,9 +124,12 @@ impl GuestConfig {
         Policy { on_fault: self.on_fault, reload: self.reload }
     }
 
-    /// The HTTP listeners, `true` where WebSocket upgrades are offered.
-    pub fn http_listeners(&self) -> Vec<(SocketAddr, bool)> {
-        self.listen_http.iter().map(|&a| (a, false)).chain(self.listen_ws.iter().map(|&a| (a, true))).collect()
+    /// The addresses to listen on, each with what the host speaks there:
+    /// `listen`, then `listen_http`, then `listen_ws`, as the flags order them.
+    pub fn listeners(&self) -> Vec<(SocketAddr, Protocol)> {
+        let tcp = self.listen.iter().map(|&a| (a, Protocol::Tcp));
+        let http = self.listen_http.iter().map(|&a| (a, Protocol::Http));
+        tcp.chain(http).chain(self.listen_ws.iter().map(|&a| (a, Protocol::WebSocket))).collect()
     }
 
     pub fn grants(&self) -> Grants {
@@ -273,5 +146,119 @@ fn toml_problem(text: &str, e: &toml::de::Error) -> String {
     match line {
         Some(line) => format!("{message} (line {line})"),
         None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{Args, FromArgMatches};
+
+    use super::*;
+    use crate::limits::{CallbacksPerTurn, CpuBudgetMs, DeadlineMs, MemoryMib};
+
+    /// Every limit, none at its default, as `key = value`.
+    const EVERY_LIMIT: &[(&str, &str)] = &[
+        ("callback_deadline_ms", "51"),
+        ("init_deadline_ms", "5001"),
+        ("max_memory_mib", "65"),
+        ("max_output", "1000001"),
+        ("max_output_total", "1000002"),
+        ("max_connections", "10001"),
+        ("max_pending_connects", "65"),
+        ("max_timers", "10002"),
+        ("max_input_total", "1000003"),
+        ("cpu_budget_ms", "801"),
+        ("cpu_overrun_ms", "5001"),
+        ("max_callbacks_per_turn", "257"),
+        ("max_log_lines_per_sec", "101"),
+        ("http_max_body", "1000004"),
+        ("http_max_head", "16385"),
+        ("ws_max_message", "1000005"),
+        ("http_header_timeout_ms", "10001"),
+        ("http_idle_timeout_ms", "60001"),
+    ];
+
+    fn load(toml: &str) -> Result<HostConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("host.toml");
+        std::fs::write(&file, toml).unwrap();
+        HostConfig::load(&file)
+    }
+
+    const GUEST: &str = "[[guest]]\nname = \"a\"\nmodule = \"a.wasm\"\n";
+
+    #[test]
+    fn the_config_file_and_the_flags_give_the_same_limits() {
+        let table: String = EVERY_LIMIT.iter().map(|(key, value)| format!("{key} = {value}\n")).collect();
+        let config = load(&format!("{GUEST}[guest.limits]\n{table}")).unwrap();
+        let mut flags = vec!["host".to_string()];
+        for (key, value) in EVERY_LIMIT {
+            flags.extend([format!("--{}", key.replace('_', "-")), value.to_string()]);
+        }
+        let matches = Limits::augment_args(clap::Command::new("host")).try_get_matches_from(flags).unwrap();
+        let from_flags = Limits::from_arg_matches(&matches).unwrap();
+        let expected = Limits {
+            callback_deadline_ms: DeadlineMs::try_from(51).unwrap(),
+            init_deadline_ms: DeadlineMs::try_from(5001).unwrap(),
+            max_memory_mib: MemoryMib::try_from(65).unwrap(),
+            max_output: 1000001,
+            max_output_total: 1000002,
+            max_connections: 10001,
+            max_pending_connects: 65,
+            max_timers: 10002,
+            max_input_total: 1000003,
+            cpu_budget_ms: CpuBudgetMs::try_from(801).unwrap(),
+            cpu_overrun_ms: 5001,
+            max_callbacks_per_turn: CallbacksPerTurn::try_from(257).unwrap(),
+            max_log_lines_per_sec: 101,
+            http_max_body: 1000004,
+            http_max_head: 16385,
+            ws_max_message: 1000005,
+            http_header_timeout_ms: 10001,
+            http_idle_timeout_ms: 60001,
+        };
+        assert_eq!(config.guests[0].limits, expected);
+        assert_eq!(from_flags, expected);
+    }
+
+    #[test]
+    fn a_guest_without_limits_or_policy_gets_the_defaults() {
+        let config = load(GUEST).unwrap();
+        let guest = &config.guests[0];
+        assert_eq!(guest.limits, Limits::DEFAULT);
+        assert_eq!(guest.policy(), Policy::default());
+        assert_eq!((config.shutdown_timeout_ms, config.drain_timeout_ms), (None, None));
+    }
+
+    #[test]
+    fn the_annotated_example_loads_with_every_key_it_shows() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/host.toml");
+        let config = HostConfig::load(&example).unwrap();
+        let chat = config.guests.iter().find(|g| g.name == "chat").unwrap();
+        assert_eq!(chat.limits.max_timers, 100);
+        assert_eq!(chat.limits.max_memory_mib.bytes(), 32 << 20);
+        let kv = config.guests.iter().find(|g| g.name == "kv").unwrap();
+        assert_eq!(kv.listeners()[0].1, Protocol::Http);
+        assert_eq!(config.shutdown_timeout_ms, Some(5000));
+    }
+
+    #[test]
+    fn a_limit_out_of_range_names_file_key_rule_and_line() {
+        let e = load(&format!("{GUEST}[guest.limits]\ncpu_budget_ms = 0\n")).unwrap_err().to_string();
+        assert!(e.contains("host.toml: guest[0].limits.cpu_budget_ms: must be 1 to 1000"), "{e}");
+        assert!(e.ends_with("(line 5)"), "{e}");
+    }
+
+    #[test]
+    fn listeners_keep_the_order_of_their_keys_with_their_protocol() {
+        let config = load(&format!(
+            "{GUEST}listen_ws = [\"127.0.0.1:3\"]\nlisten_http = [\"127.0.0.1:2\"]\nlisten = [\"127.0.0.1:1\"]\n"
+        ))
+        .unwrap();
+        let address = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        assert_eq!(
+            config.guests[0].listeners(),
+            [(address(1), Protocol::Tcp), (address(2), Protocol::Http), (address(3), Protocol::WebSocket)]
+        );
     }
 }

@@ -14,7 +14,7 @@
 //!
 //! ```no_run
 //! use wasmloop::embed::Host;
-//! use wasmloop::server::{GuestSpec, bind};
+//! use wasmloop::server::{GuestSpec, ListenerSpec, Protocol, bind};
 //! use wasmloop::config::{FaultPolicy, Policy, ReloadMode};
 //!
 //! # fn main() -> anyhow::Result<()> {
@@ -23,8 +23,7 @@
 //! host.add_guest(GuestSpec {
 //!     name: "echo".into(),
 //!     module,
-//!     listeners: vec![bind("127.0.0.1:7000".parse()?)?],
-//!     http_listeners: Vec::new(),
+//!     listeners: vec![ListenerSpec { socket: bind("127.0.0.1:7000".parse()?)?, protocol: Protocol::Tcp }],
 //!     config: String::new(),
 //!     limits: Default::default(),
 //!     grants: Default::default(),

@@ -4,23 +4,22 @@
 #![forbid(unsafe_code)]
 
 use std::io::{IsTerminal, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use wasmloop::config::{FaultPolicy, HostConfig, Policy, ReloadMode};
 use wasmloop::descriptors::{self, Needs};
 use wasmloop::grants::{AllowRule, Allowlist, Grants};
+use wasmloop::limits::Limits;
 use wasmloop::metrics::Metrics;
-use wasmloop::runtime::{GuestLimits, Runtime};
-use wasmloop::server::{GuestSpec, ServerConfig, adopt_listener, bind_group};
+use wasmloop::runtime::Runtime;
+use wasmloop::server::{GuestSpec, ListenFd, ListenerSpec, Protocol, ServerConfig, bind_group, inherit_listeners};
 use wasmloop::workers::{self, LoopBackend, Worker};
-use wasmloop_io::http::HttpLimits;
 
 mod inspect;
 
@@ -71,25 +70,11 @@ struct RunArgs {
     module: Option<PathBuf>,
 
     /// Run the guests described in a TOML file instead (see
-    /// examples/host.toml); the per-guest flags below do not apply then.
+    /// examples/host.toml). The per-guest options below cannot be given
+    /// with it (set them in the file); the host-wide ones may, and then win
+    /// over the file.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-
-    /// Address to accept TCP connections on and hand to the guest
-    /// (repeatable). Port 0 picks a free port; the log names it.
-    #[arg(
-        long = "listen",
-        value_name = "ADDR",
-        required_unless_present_any = ["config", "listen_http", "listen_ws", "listen_fd"]
-    )]
-    listen: Vec<SocketAddr>,
-
-    /// Serve a listening socket the process inherited, by descriptor number
-    /// (repeatable): `3` for raw TCP, `3:http` or `3:ws` as --listen-http and
-    /// --listen-ws do. `systemd` (or `systemd:http`, `systemd:ws`) takes the
-    /// sockets of systemd socket activation (LISTEN_FDS, from descriptor 3).
-    #[arg(long = "listen-fd", value_name = "FD[:http|:ws]", conflicts_with = "config")]
-    listen_fd: Vec<ListenFd>,
 
     /// Event loops to run, one per thread, each with its own instance of
     /// every guest (guest state is per worker) and its own listening socket
@@ -104,106 +89,8 @@ struct RunArgs {
     #[arg(long, value_enum, value_name = "LOOP", default_value = "native")]
     event_loop: LoopBackend,
 
-    /// Address to serve HTTP/1.1 on (repeatable): the host parses requests
-    /// and the guest answers them (`http-callbacks`).
-    #[arg(long = "listen-http", value_name = "ADDR")]
-    listen_http: Vec<SocketAddr>,
-
-    /// Like --listen-http, and WebSocket upgrades are offered to the guest.
-    #[arg(long = "listen-ws", value_name = "ADDR")]
-    listen_ws: Vec<SocketAddr>,
-
-    /// Largest HTTP request body; a bigger one is refused with 413.
-    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
-    http_max_body: u64,
-
-    /// Longest HTTP request head (request line and headers); 431 above.
-    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024)]
-    http_max_head: usize,
-
-    /// Longest WebSocket message, reassembled; closed with 1009 above.
-    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
-    ws_max_message: usize,
-
-    /// Time a client has to send a request head, and between reads of its
-    /// body; then 408.
-    #[arg(long, value_name = "MS", default_value_t = 10_000)]
-    http_header_timeout_ms: u64,
-
-    /// How long an idle keep-alive HTTP connection is kept.
-    #[arg(long, value_name = "MS", default_value_t = 60_000)]
-    http_idle_timeout_ms: u64,
-
-    /// A string passed to the guest's `init`.
-    #[arg(long, value_name = "STRING", default_value = "")]
-    guest_config: String,
-
-    /// Allow outbound TCP connects and UDP sends to RULE (repeatable):
-    /// `127.0.0.1:6379`, `10.0.0.0/8:5432`, `[::1]:8000-8100`, `[::1]:*`.
-    #[arg(long = "connect", value_name = "RULE")]
-    connect: Vec<AllowRule>,
-
-    /// Allow the guest to bind a UDP socket on ADDR (repeatable).
-    #[arg(long = "udp", value_name = "ADDR")]
-    udp: Vec<SocketAddr>,
-
-    /// What to do when the guest traps.
-    #[arg(long, value_enum, default_value = "restart")]
-    on_fault: FaultPolicy,
-
-    /// What a reload does with open connections: drain them on the old
-    /// version, or migrate them (and the guest's state) to the new one.
-    #[arg(long, value_enum, default_value = "drain")]
-    reload_mode: ReloadMode,
-
-    /// Longest a single callback may run before the guest is stopped.
-    #[arg(long, value_name = "MS", default_value_t = 50, value_parser = parse_deadline_ms)]
-    callback_deadline_ms: u64,
-
-    /// Cap on the guest's linear memories and tables, all together.
-    #[arg(long, value_name = "MIB", default_value_t = 64, value_parser = parse_mib)]
-    max_memory_mib: usize,
-
-    /// Bytes buffered per connection beyond what the kernel takes.
-    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
-    max_output: usize,
-
-    /// Open connections; more are accepted and closed at once.
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
-    max_connections: usize,
-
-    /// Timers the guest may have at once.
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
-    max_timers: usize,
-
-    /// Callback time the guest may use per second; past it, its events
-    /// wait while other guests run (CPU fairness).
-    #[arg(long, value_name = "MS", default_value_t = 800, value_parser = clap::value_parser!(u64).range(1..=1000))]
-    cpu_budget_ms: u64,
-
-    /// How long the guest may keep hitting its CPU budget before that is a
-    /// fault (its --on-fault policy applies).
-    #[arg(long, value_name = "MS", default_value_t = 5000)]
-    cpu_overrun_ms: u64,
-
-    /// Callbacks the guest gets per loop turn; its other events wait for
-    /// the next turn.
-    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
-    max_callbacks_per_turn: u32,
-
-    /// Input the host may hold for the guest's HTTP and WebSocket
-    /// connections together (partial requests and frames, messages being
-    /// reassembled); a connection that needs more is refused.
-    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
-    max_input_total: usize,
-
-    /// Log lines the guest may write per second (`log`, stdout, stderr);
-    /// the rest are dropped and counted.
-    #[arg(long, value_name = "N", default_value_t = 100)]
-    max_log_lines_per_sec: u32,
-
     /// On SIGINT/SIGTERM, how long to let output drain before closing.
-    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    #[arg(long, value_name = "MS", default_value_t = millis(ServerConfig::default().shutdown_timeout))]
     shutdown_timeout_ms: u64,
 
     /// Reload a guest whenever its module file changes (as SIGHUP does).
@@ -212,7 +99,7 @@ struct RunArgs {
 
     /// After a reload (SIGHUP), how long the old version keeps serving its
     /// open connections before they are closed.
-    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    #[arg(long, value_name = "MS", default_value_t = millis(ServerConfig::default().drain_timeout))]
     drain_timeout_ms: u64,
 
     /// Keep compiled guest code in DIR, so restarts and reloads of an
@@ -235,11 +122,78 @@ struct RunArgs {
     /// sees the metrics).
     #[arg(long, requires = "admin")]
     admin_public: bool,
+
+    // Last: its help headings hold to the end of the list.
+    #[command(flatten)]
+    guest: GuestFlags,
+}
+
+/// The one guest the flags describe. With `--config` the file describes
+/// the guests, and any of these given on the command line is an error
+/// ([`refuse_guest_flags`]).
+#[derive(clap::Args)]
+#[command(next_help_heading = "Guest options (not with --config: set them in the file)")]
+struct GuestFlags {
+    /// Address to accept TCP connections on and hand to the guest
+    /// (repeatable). Port 0 picks a free port; the log names it.
+    #[arg(
+        long = "listen",
+        value_name = "ADDR",
+        required_unless_present_any = ["config", "listen_http", "listen_ws", "listen_fd"]
+    )]
+    listen: Vec<SocketAddr>,
+
+    /// Address to serve HTTP/1.1 on (repeatable): the host parses requests
+    /// and the guest answers them (`http-callbacks`).
+    #[arg(long = "listen-http", value_name = "ADDR")]
+    listen_http: Vec<SocketAddr>,
+
+    /// Like --listen-http, and WebSocket upgrades are offered to the guest.
+    #[arg(long = "listen-ws", value_name = "ADDR")]
+    listen_ws: Vec<SocketAddr>,
+
+    /// Serve a listening socket the process inherited, by descriptor number
+    /// (repeatable): `3` for raw TCP, `3:http` or `3:ws` as --listen-http and
+    /// --listen-ws do. `systemd` (or `systemd:http`, `systemd:ws`) takes the
+    /// sockets of systemd socket activation (LISTEN_FDS, from descriptor 3).
+    #[arg(long = "listen-fd", value_name = "FD[:http|:ws]")]
+    listen_fd: Vec<ListenFd>,
+
+    /// A string passed to the guest's `init`.
+    #[arg(long, value_name = "STRING", default_value = "")]
+    guest_config: String,
+
+    /// Allow outbound TCP connects and UDP sends to RULE (repeatable):
+    /// `127.0.0.1:6379`, `10.0.0.0/8:5432`, `[::1]:8000-8100`, `[::1]:*`.
+    #[arg(long = "connect", value_name = "RULE")]
+    connect: Vec<AllowRule>,
+
+    /// Allow the guest to bind a UDP socket on ADDR (repeatable).
+    #[arg(long = "udp", value_name = "ADDR")]
+    udp: Vec<SocketAddr>,
+
+    /// What to do when the guest traps.
+    #[arg(long, value_enum, default_value_t = FaultPolicy::default())]
+    on_fault: FaultPolicy,
+
+    /// What a reload does with open connections: drain them on the old
+    /// version, or migrate them (and the guest's state) to the new one.
+    #[arg(long, value_enum, default_value_t = ReloadMode::default())]
+    reload_mode: ReloadMode,
+
+    #[command(flatten, next_help_heading = "Guest limits (not with --config: set them in [guest.limits])")]
+    limits: Limits,
+}
+
+/// A default duration as a flag's milliseconds.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = Cli::command().try_get_matches().and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) if !e.use_stderr() => {
             // --help and --version.
             let _ = e.print();
@@ -250,9 +204,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let run_flags = matches.subcommand_matches("run");
+    if let Some(run_flags) = run_flags {
+        let refused = refuse_guest_flags(run_flags);
+        if !refused.is_empty() {
+            for line in refused {
+                let _ = writeln!(std::io::stderr(), "{line}");
+            }
+            return ExitCode::from(2);
+        }
+    }
     let logs = init_logging(cli.verbose, cli.log_format);
     let result = match cli.command {
-        Command::Run(args) => run(*args),
+        Command::Run(args) => run(*args, run_flags.expect("`run` was parsed from its matches")),
         Command::Check(args) => check(args),
         Command::Inspect(args) => inspect::run(args),
     };
@@ -277,6 +241,25 @@ fn one_line(e: &clap::Error) -> String {
     let tips = text.lines().map(str::trim).filter(|l| l.starts_with("tip:"));
     let line = paragraph.into_iter().chain(tips).collect::<Vec<_>>().join("; ");
     if line.is_empty() { "error: invalid arguments (see `host --help`)".into() } else { line }
+}
+
+/// With `--config`, one line for each per-guest flag given on the command
+/// line: the file describes the guests, and a flag that would be silently
+/// ignored is a mistake to point out. (Their defaults do not count: only
+/// what was typed.)
+fn refuse_guest_flags(run: &clap::ArgMatches) -> Vec<String> {
+    if run.get_one::<PathBuf>("config").is_none() {
+        return Vec::new();
+    }
+    let flags = GuestFlags::augment_args(clap::Command::new("run"));
+    flags
+        .get_arguments()
+        .filter(|arg| run.value_source(arg.get_id().as_str()) == Some(clap::parser::ValueSource::CommandLine))
+        .map(|arg| {
+            let name = arg.get_long().map_or_else(|| arg.get_id().to_string(), |long| format!("--{long}"));
+            format!("error: {name} cannot be used with --config: set it in the config file")
+        })
+        .collect()
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -338,18 +321,18 @@ impl std::io::Write for Stderr {
 struct Planned {
     name: String,
     module: PathBuf,
-    listen: Vec<SocketAddr>,
-    /// HTTP listeners; `true` offers WebSocket upgrades.
-    listen_http: Vec<(SocketAddr, bool)>,
+    /// Addresses to listen on, with what the host speaks on each.
+    listen: Vec<(SocketAddr, Protocol)>,
     /// Listening sockets handed over by a supervisor (`--listen-fd`).
-    inherited: Vec<(TcpListener, Speaks)>,
+    inherited: Vec<ListenerSpec>,
     config: String,
     grants: Grants,
-    limits: GuestLimits,
+    limits: Limits,
     policy: Policy,
 }
 
-fn run(args: RunArgs) -> anyhow::Result<()> {
+/// `host run`; `given` says which flags were typed, not defaulted.
+fn run(args: RunArgs, given: &clap::ArgMatches) -> anyhow::Result<()> {
     // First: a SIGHUP (reload) while the guests load must not end the host.
     wasmloop::server::hold_early_sighup().context("cannot handle SIGHUP")?;
     // Every connection is a descriptor: take all the kernel allows, then
@@ -357,34 +340,42 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let fd_limit = descriptors::raise_limit();
     // Before anything opens a descriptor: the numbers must still name what
     // the supervisor passed (see `take_inherited`).
-    let inherited = inherit_listeners(&args.listen_fd)?;
+    let inherited = inherit_listeners(&args.guest.listen_fd)?;
     let mut cache_dir = args.cache_dir.clone();
     let (mut admin, mut admin_public) = (args.admin, args.admin_public);
-    let (mut planned, shutdown_timeout_ms, drain_timeout_ms) = match &args.config {
+    let (mut shutdown_timeout_ms, mut drain_timeout_ms) = (args.shutdown_timeout_ms, args.drain_timeout_ms);
+    let mut planned = match &args.config {
         Some(file) => {
             let config = HostConfig::load(file)?;
+            // Host-wide settings: a flag given wins over the file, the file
+            // over the flag's default.
             cache_dir = cache_dir.or(config.cache_dir.clone());
             if admin.is_none() {
                 (admin, admin_public) = (config.admin, config.admin_public);
             }
-            let guests = config
+            let typed = |id: &str| given.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+            if !typed("shutdown_timeout_ms") {
+                shutdown_timeout_ms = config.shutdown_timeout_ms.unwrap_or(shutdown_timeout_ms);
+            }
+            if !typed("drain_timeout_ms") {
+                drain_timeout_ms = config.drain_timeout_ms.unwrap_or(drain_timeout_ms);
+            }
+            config
                 .guests
                 .iter()
                 .map(|g| Planned {
                     name: g.name.clone(),
                     module: g.module.clone(),
-                    listen: g.listen.clone(),
-                    listen_http: g.http_listeners(),
+                    listen: g.listeners(),
                     inherited: Vec::new(),
                     config: g.config.clone(),
                     grants: g.grants(),
-                    limits: g.limits.apply(GuestLimits::default()),
+                    limits: g.limits.clone(),
                     policy: g.policy(),
                 })
-                .collect();
-            (guests, config.shutdown_timeout_ms, config.drain_timeout_ms)
+                .collect()
         }
-        None => (vec![planned_from_flags(&args, inherited)], args.shutdown_timeout_ms, args.drain_timeout_ms),
+        None => vec![planned_from_flags(args.module.clone().unwrap_or_default(), &args.guest, inherited)],
     };
 
     if args.watch {
@@ -439,37 +430,30 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 name: guest.name.clone(),
                 module: module.clone(),
                 listeners: Vec::new(),
-                http_listeners: Vec::new(),
                 config: guest.config.clone(),
                 limits: guest.limits.clone(),
                 grants: guest.grants.clone(),
                 policy: guest.policy,
             })
             .collect();
-        for &address in &guest.listen {
-            for (spec, listener) in specs.iter_mut().zip(bind_group(address, count)?) {
-                spec.listeners.push(listener);
-            }
-        }
-        for &(address, ws) in &guest.listen_http {
-            for (spec, listener) in specs.iter_mut().zip(bind_group(address, count)?) {
-                spec.http_listeners.push((listener, ws));
+        for &(address, protocol) in &guest.listen {
+            for (spec, socket) in specs.iter_mut().zip(bind_group(address, count)?) {
+                spec.listeners.push(ListenerSpec { socket, protocol });
             }
         }
         // An inherited socket is one socket (and one accept queue): every
         // worker watches a duplicate of it and whichever loop wakes first
         // accepts.
-        for (listener, speaks) in guest.inherited {
+        for inherited in &guest.inherited {
             for spec in &mut specs {
-                let copy = listener.try_clone().context("cannot duplicate an inherited listener")?;
-                match speaks {
-                    Speaks::Tcp => spec.listeners.push(copy),
-                    Speaks::Http => spec.http_listeners.push((copy, false)),
-                    Speaks::WebSocket => spec.http_listeners.push((copy, true)),
-                }
+                let socket = inherited.socket.try_clone().context("cannot duplicate an inherited listener")?;
+                spec.listeners.push(ListenerSpec { socket, protocol: inherited.protocol });
             }
         }
-        for (worker, spec) in workers.iter_mut().zip(specs) {
+        for (worker, mut spec) in workers.iter_mut().zip(specs) {
+            // Raw TCP listeners first, then the HTTP ones, each in the
+            // order given: the guest's listener handles follow this order.
+            spec.listeners.sort_by_key(|l| l.protocol != Protocol::Tcp);
             worker.guests.push(spec);
         }
     }
@@ -490,7 +474,7 @@ fn fit_connections(
     let needs = Needs {
         workers,
         guests: planned.len(),
-        listeners: planned.iter().map(|g| g.listen.len() + g.listen_http.len() + g.inherited.len()).sum(),
+        listeners: planned.iter().map(|g| g.listen.len() + g.inherited.len()).sum(),
         udp: planned.iter().map(|g| g.grants.udp.len()).sum(),
         admin_clients: if admin { wasmloop::admin::MAX_CLIENTS } else { 0 },
     };
@@ -563,137 +547,19 @@ fn use_cache(runtime: &mut Runtime, dir: Option<PathBuf>) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn planned_from_flags(args: &RunArgs, inherited: Vec<(TcpListener, Speaks)>) -> Planned {
-    let module = args.module.clone().unwrap_or_default();
+fn planned_from_flags(module: PathBuf, flags: &GuestFlags, inherited: Vec<ListenerSpec>) -> Planned {
     let name = module.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "guest".into());
-    let defaults = GuestLimits::default();
+    let tcp = flags.listen.iter().map(|&a| (a, Protocol::Tcp));
+    let http = flags.listen_http.iter().map(|&a| (a, Protocol::Http));
+    let websocket = flags.listen_ws.iter().map(|&a| (a, Protocol::WebSocket));
     Planned {
         name,
         module,
-        listen: args.listen.clone(),
-        listen_http: args
-            .listen_http
-            .iter()
-            .map(|&a| (a, false))
-            .chain(args.listen_ws.iter().map(|&a| (a, true)))
-            .collect(),
+        listen: tcp.chain(http).chain(websocket).collect(),
         inherited,
-        config: args.guest_config.clone(),
-        grants: Grants { connect: Allowlist::new(args.connect.clone()), udp: args.udp.clone() },
-        limits: GuestLimits {
-            callback_deadline: Duration::from_millis(args.callback_deadline_ms),
-            // `parse_mib` refused values that overflow.
-            max_memory: args.max_memory_mib.saturating_mul(1 << 20),
-            max_output: args.max_output,
-            max_connections: args.max_connections,
-            max_timers: args.max_timers,
-            cpu_budget: Duration::from_millis(args.cpu_budget_ms),
-            cpu_overrun: Duration::from_millis(args.cpu_overrun_ms),
-            max_callbacks_per_turn: args.max_callbacks_per_turn,
-            max_input_total: args.max_input_total,
-            log_lines_per_sec: args.max_log_lines_per_sec,
-            http: HttpLimits {
-                max_body: args.http_max_body,
-                max_head: args.http_max_head,
-                max_message: args.ws_max_message,
-                header_timeout: Duration::from_millis(args.http_header_timeout_ms),
-                idle_timeout: Duration::from_millis(args.http_idle_timeout_ms),
-                ..HttpLimits::default()
-            },
-            ..defaults
-        },
-        policy: Policy { on_fault: args.on_fault, reload: args.reload_mode },
+        config: flags.guest_config.clone(),
+        grants: Grants { connect: Allowlist::new(flags.connect.clone()), udp: flags.udp.clone() },
+        limits: flags.limits.clone(),
+        policy: Policy { on_fault: flags.on_fault, reload: flags.reload_mode },
     }
-}
-
-/// `--callback-deadline-ms`: a number of milliseconds, at least 1.
-fn parse_deadline_ms(text: &str) -> Result<u64, String> {
-    let ms = text.parse().map_err(|e| format!("{e}"))?;
-    wasmloop::config::deadline_ms(ms)?;
-    Ok(ms)
-}
-
-/// `--max-memory-mib`: a number of MiB whose bytes can be counted.
-fn parse_mib(text: &str) -> Result<usize, String> {
-    let mib = text.parse().map_err(|e| format!("{e}"))?;
-    wasmloop::config::memory_bytes(mib)?;
-    Ok(mib)
-}
-
-/// What the host speaks on an inherited listener.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Speaks {
-    Tcp,
-    Http,
-    WebSocket,
-}
-
-/// A `--listen-fd` value: a descriptor number or systemd's, and a protocol.
-#[derive(Clone, Debug)]
-struct ListenFd {
-    source: FdSource,
-    speaks: Speaks,
-}
-
-#[derive(Clone, Copy, Debug)]
-enum FdSource {
-    Number(i32),
-    /// Every socket of systemd socket activation (`LISTEN_FDS`).
-    Systemd,
-}
-
-impl FromStr for ListenFd {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<ListenFd, String> {
-        let (source, speaks) = match text.rsplit_once(':') {
-            Some((source, "http")) => (source, Speaks::Http),
-            Some((source, "ws")) => (source, Speaks::WebSocket),
-            Some((_, other)) => return Err(format!("unknown protocol `{other}` (expected `http` or `ws`)")),
-            None => (text, Speaks::Tcp),
-        };
-        let source = match source {
-            "systemd" => FdSource::Systemd,
-            number => FdSource::Number(
-                number.parse().map_err(|_| format!("`{number}` is not a descriptor number or `systemd`"))?,
-            ),
-        };
-        Ok(ListenFd { source, speaks })
-    }
-}
-
-/// Takes over the listening sockets named by `--listen-fd`.
-fn inherit_listeners(flags: &[ListenFd]) -> anyhow::Result<Vec<(TcpListener, Speaks)>> {
-    let mut listeners = Vec::new();
-    for flag in flags {
-        let numbers = match flag.source {
-            FdSource::Number(fd) => vec![fd],
-            FdSource::Systemd => systemd_fds()?,
-        };
-        for fd in numbers {
-            let owned = wasmloop_reactor::take_inherited(fd)
-                .map_err(|e| anyhow::anyhow!("cannot listen on inherited descriptor {fd}: {e}"))?;
-            listeners.push((adopt_listener(owned)?, flag.speaks));
-        }
-    }
-    Ok(listeners)
-}
-
-/// The descriptors systemd passed: 3 to 3 + `LISTEN_FDS`, if `LISTEN_PID`
-/// names this process (sd_listen_fds(3)).
-fn systemd_fds() -> anyhow::Result<Vec<i32>> {
-    const FIRST: i32 = 3;
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let (Some(pid), Some(count)) = (var("LISTEN_PID"), var("LISTEN_FDS")) else {
-        anyhow::bail!("--listen-fd systemd: LISTEN_PID and LISTEN_FDS are not set (not started by socket activation)");
-    };
-    if pid.parse::<u32>().ok() != Some(std::process::id()) {
-        anyhow::bail!("--listen-fd systemd: LISTEN_PID is {pid}, not this process ({})", std::process::id());
-    }
-    let count: i32 = count
-        .parse()
-        .ok()
-        .filter(|&n| n > 0)
-        .ok_or_else(|| anyhow::anyhow!("--listen-fd systemd: LISTEN_FDS is `{count}`, not a positive number"))?;
-    Ok((FIRST..FIRST + count).collect())
 }

@@ -21,7 +21,7 @@ use wasmloop::config::{FaultPolicy, Policy, ReloadMode};
 use wasmloop::embed::Host;
 use wasmloop::on_calloop::{self, Attached};
 use wasmloop::runtime::Runtime;
-use wasmloop::server::{GuestSpec, Server, ServerConfig, bind};
+use wasmloop::server::{GuestSpec, ListenerSpec, Protocol, Server, ServerConfig, bind};
 
 #[derive(Parser)]
 struct Args {
@@ -63,8 +63,7 @@ fn main() -> anyhow::Result<()> {
     host.add_guest(GuestSpec {
         name: "guest".into(),
         module,
-        listeners: vec![listener],
-        http_listeners: Vec::new(),
+        listeners: vec![ListenerSpec { socket: listener, protocol: Protocol::Tcp }],
         config: String::new(),
         limits: Default::default(),
         grants: Default::default(),

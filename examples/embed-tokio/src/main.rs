@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, unix::AsyncFd};
 use tokio::net::TcpListener;
 use wasmloop::config::{FaultPolicy, Policy, ReloadMode};
 use wasmloop::embed::Host;
-use wasmloop::server::{GuestSpec, bind};
+use wasmloop::server::{GuestSpec, ListenerSpec, Protocol, bind};
 
 #[derive(Parser)]
 struct Args {
@@ -51,8 +51,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     host.add_guest(GuestSpec {
         name: "guest".into(),
         module,
-        listeners: vec![listener],
-        http_listeners: Vec::new(),
+        listeners: vec![ListenerSpec { socket: listener, protocol: Protocol::Tcp }],
         config: String::new(),
         limits: Default::default(),
         grants: Default::default(),

@@ -95,6 +95,20 @@ pub fn timer_id(handle: u64) -> TimerId {
     TimerId::from_u64(untag(handle, TIMER_TAG).unwrap_or(0))
 }
 
+/// The handle a guest holds for its listener at `index` (the order it was
+/// granted them): 1, 2, ... Zero stays invalid, and no keyed handle can be
+/// this small (each carries a tag at bit 28 or above), so a listener's
+/// handle never names anything else.
+pub fn listener_handle(index: usize) -> u64 {
+    index as u64 + 1
+}
+
+/// The index of the listener a guest's handle names, if it could name one
+/// (whether the guest has that many listeners is the caller's to check).
+pub fn listener_index(handle: u64) -> Option<usize> {
+    usize::try_from(handle).ok()?.checked_sub(1)
+}
+
 /// The slot-map key a guest's handle names. `KeyData::from_ffi` forces the
 /// generation (the high 32 bits) odd, so a handle with an even generation
 /// would alias the live handle one generation up: a number the guest was
@@ -141,5 +155,14 @@ mod tests {
         }
         // An even generation still names nothing (`key_data`).
         assert!(!conns.contains_key(ConnKey::from_handle(c.handle() ^ 1 << 32)));
+    }
+
+    #[test]
+    fn listener_handles_count_from_one_and_name_their_index() {
+        assert_eq!((listener_handle(0), listener_handle(1)), (1, 2));
+        for index in [0, 1, 41] {
+            assert_eq!(listener_index(listener_handle(index)), Some(index));
+        }
+        assert_eq!(listener_index(0), None, "zero is no handle");
     }
 }

@@ -31,6 +31,6 @@ pub mod transport;
 pub use budget::{Meter, OutputBudget};
 pub use conn::{Connection, Out, Settled, UNREGISTERED};
 pub use error::{CloseReason, ErrorCode, close_reason};
-pub use handles::{ConnKey, Handle, ReqKey, UdpKey, WsKey, timer_handle, timer_id};
+pub use handles::{ConnKey, Handle, ReqKey, UdpKey, WsKey, listener_handle, listener_index, timer_handle, timer_id};
 pub use output::Output;
 pub use transport::Transport;

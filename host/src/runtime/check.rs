@@ -13,6 +13,7 @@ use wasmtime::component::{Component, ResourceType};
 use std::sync::Arc;
 
 use crate::grants::Grants;
+use crate::limits::Limits;
 use crate::runtime::load::{LoadError, Loader, Runtime, between_backticks, root_cause};
 use crate::runtime::{Guest, GuestLimits, GuestSetup};
 
@@ -73,7 +74,7 @@ pub fn check(runtime: &Runtime, path: &Path) -> Result<Report, LoadError> {
                     name: Arc::from("check"),
                     listeners: Vec::new(),
                     config: String::new(),
-                    limits: GuestLimits::default(),
+                    limits: GuestLimits::from(&Limits::DEFAULT),
                     grants: Grants::default(),
                     metrics: None,
                 };

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use wasmloop_io::listener_handle;
 use wasmtime::{Store, Trap, WasmBacktrace};
 
 use wasmtime::component::{ComponentType, Func, Lower};
@@ -389,7 +390,7 @@ pub(crate) fn listener_infos(setup: &GuestSetup) -> Vec<ListenerInfo> {
         .listeners
         .iter()
         .enumerate()
-        .map(|(i, l)| ListenerInfo { handle: i as u64 + 1, address: l.address.clone() })
+        .map(|(i, l)| ListenerInfo { handle: listener_handle(i), address: l.address.clone() })
         .collect()
 }
 

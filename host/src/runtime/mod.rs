@@ -28,7 +28,9 @@ pub use instance::Instance;
 pub use load::{LoadError, Loader, Module, Runtime};
 pub use sockets::connect_error;
 pub use state::{GuestLimits, GuestSetup, GuestState, ListenerGrant, UdpSocket};
-pub use wasmloop_io::{ConnKey, Handle, ReqKey, UdpKey, WsKey, timer_handle, timer_id};
+pub use wasmloop_io::{
+    ConnKey, Handle, ReqKey, UdpKey, WsKey, listener_handle, listener_index, timer_handle, timer_id,
+};
 
 /// Runs `f` (the event loop) with a current-thread tokio context entered.
 ///

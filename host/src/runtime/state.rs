@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use slotmap::SlotMap;
 use wasmloop_io::http::HttpLimits;
-use wasmloop_io::{ConnKey, Connection, ErrorCode, Handle, OutputBudget, ReqKey, UdpKey, WsKey};
+use wasmloop_io::{ConnKey, Connection, ErrorCode, Handle, OutputBudget, ReqKey, UdpKey, WsKey, listener_index};
 use wasmloop_reactor::TimerHeap;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::grants::Grants;
+use crate::limits::Limits;
 use crate::metrics::GuestMetrics;
 use crate::runtime::guest_log::GuestLog;
 use crate::runtime::limiter::MemoryLimiter;
@@ -60,13 +61,17 @@ pub struct GuestSetup {
     pub metrics: Option<Arc<GuestMetrics>>,
 }
 
-/// A listener granted to the guest. Its handle is its index + 1.
+/// A listener granted to the guest. Its handle is [`listener_handle`] of
+/// its index.
+///
+/// [`listener_handle`]: wasmloop_io::listener_handle
 #[derive(Clone, Debug)]
 pub struct ListenerGrant {
     pub address: String,
 }
 
-/// Limits that apply to one guest.
+/// Limits that apply to one guest, as the runtime and server enforce them;
+/// made from the operator's [`Limits`].
 #[derive(Clone, Debug)]
 pub struct GuestLimits {
     /// Longest a callback may run before the guest is stopped (epoch
@@ -108,23 +113,25 @@ pub struct GuestLimits {
     pub http: HttpLimits,
 }
 
-impl Default for GuestLimits {
-    fn default() -> Self {
+/// The operator's limits resolved into durations and bytes; the checked
+/// values (`DeadlineMs`, `MemoryMib`, ...) cannot overflow here.
+impl From<&Limits> for GuestLimits {
+    fn from(limits: &Limits) -> GuestLimits {
         GuestLimits {
-            callback_deadline: Duration::from_millis(50),
-            init_deadline: Duration::from_secs(5),
-            max_memory: 64 << 20,
-            max_output: 1 << 20,
-            max_output_total: 64 << 20,
-            max_input_total: 64 << 20,
-            max_connections: 10_000,
-            max_pending_connects: 64,
-            max_timers: 10_000,
-            cpu_budget: Duration::from_millis(800),
-            cpu_overrun: Duration::from_secs(5),
-            max_callbacks_per_turn: 256,
-            log_lines_per_sec: 100,
-            http: HttpLimits::default(),
+            callback_deadline: limits.callback_deadline_ms.duration(),
+            init_deadline: limits.init_deadline_ms.duration(),
+            max_memory: limits.max_memory_mib.bytes(),
+            max_output: limits.max_output,
+            max_output_total: limits.max_output_total,
+            max_input_total: limits.max_input_total,
+            max_connections: limits.max_connections,
+            max_pending_connects: limits.max_pending_connects,
+            max_timers: limits.max_timers,
+            cpu_budget: limits.cpu_budget_ms.duration(),
+            cpu_overrun: Duration::from_millis(limits.cpu_overrun_ms),
+            max_callbacks_per_turn: limits.max_callbacks_per_turn.get(),
+            log_lines_per_sec: limits.max_log_lines_per_sec,
+            http: limits.http(),
         }
     }
 }
@@ -284,11 +291,7 @@ impl GuestState {
     }
 
     pub fn listener(&self, handle: u64) -> Result<&ListenerGrant, ErrorCode> {
-        usize::try_from(handle)
-            .ok()
-            .and_then(|h| h.checked_sub(1))
-            .and_then(|i| self.listeners.get(i))
-            .ok_or(ErrorCode::InvalidHandle)
+        listener_index(handle).and_then(|i| self.listeners.get(i)).ok_or(ErrorCode::InvalidHandle)
     }
 }
 

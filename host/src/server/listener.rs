@@ -1,6 +1,8 @@
-//! Listening sockets: binding with a clear error (one socket per worker with
-//! `SO_REUSEPORT`), adopting one a supervisor passed down, and accepting in
-//! batches without spinning when the process is out of file descriptors.
+//! Listening sockets: what the host speaks on one ([`Protocol`]), binding
+//! with a clear error (one socket per worker with `SO_REUSEPORT`), adopting
+//! one a supervisor passed down (its descriptor numbers: `activation.rs`),
+//! and accepting in batches without spinning when the process is out of
+//! file descriptors.
 
 use std::cell::Cell;
 use std::fs::File;
@@ -132,15 +134,24 @@ fn describe(e: &io::Error) -> String {
     }
 }
 
-/// What the host speaks on a listener's connections.
+/// What the host speaks on a listener's connections: one list from the
+/// flags (`--listen`, `--listen-http`, `--listen-ws`, `--listen-fd FD:ws`)
+/// and the config file's keys to the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Protocol {
+pub enum Protocol {
     /// Raw TCP: the guest gets `on-accept` and bytes.
     Tcp,
-    /// HTTP/1.1: the guest gets requests.
+    /// HTTP/1.1: the guest gets requests (`http-callbacks`).
     Http,
     /// HTTP/1.1 with WebSocket upgrades.
     WebSocket,
+}
+
+/// A listening socket granted to a guest, and what the host speaks on it.
+#[derive(Debug)]
+pub struct ListenerSpec {
+    pub socket: TcpListener,
+    pub protocol: Protocol,
 }
 
 pub(super) struct Listener {

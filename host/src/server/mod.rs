@@ -5,6 +5,7 @@
 //! right after it returns, and any callback that this causes (`on-close`,
 //! `on-writable`, reading resumed data) is queued for the deferred phase.
 
+mod activation;
 mod datagrams;
 mod fairness;
 mod faults;
@@ -27,20 +28,24 @@ use tracing::{debug, error, info, warn};
 use wasmloop_reactor::{Event, Expired, Handler, Interest, LoopHandle, Reactor, TimerId, Token, Turn};
 
 use crate::grants::Grants;
+use crate::limits::Limits;
 use crate::metrics::{GuestMetrics, WorkerMetrics};
 use crate::runtime::Handle;
 use crate::runtime::bindings::{ConnectError, EofAction};
 use crate::runtime::native::{HandlerFactory, NativeGuest};
 use crate::runtime::{
-    ConnKey, Fault, Guest, GuestLimits, GuestSetup, Instance, ListenerGrant, Module, Runtime, UdpKey,
+    ConnKey, Fault, Guest, GuestLimits, GuestSetup, Instance, ListenerGrant, Module, Runtime, UdpKey, listener_handle,
 };
 use policy::{FaultPolicy, Policy};
 use wasmloop_io::{CloseReason, Connection, Settled, UNREGISTERED, close_reason};
 
+pub use activation::{ListenFd, inherit_listeners};
 use fairness::{CpuLimits, CpuShare, Gate};
 use faults::{FaultHistory, Next};
-use listener::{Accepted, Listener, Protocol};
-pub use listener::{AdoptError, BindError, accepted_on_this_thread, adopt_listener, bind, bind_group};
+use listener::{Accepted, Listener};
+pub use listener::{
+    AdoptError, BindError, ListenerSpec, Protocol, accepted_on_this_thread, adopt_listener, bind, bind_group,
+};
 use signals::Signals;
 pub use signals::hold_early_sighup;
 pub use watch::check_watchable;
@@ -82,13 +87,12 @@ impl Default for ServerConfig {
 pub struct GuestSpec {
     pub name: String,
     pub module: Module,
-    pub listeners: Vec<std::net::TcpListener>,
-    /// Listeners the host speaks HTTP/1.1 on, with WebSocket upgrades if
-    /// the flag is set; the guest gets requests (`http-callbacks`).
-    pub http_listeners: Vec<(std::net::TcpListener, bool)>,
+    /// Its listeners; their handles are 1, 2, ... in this order. On one
+    /// that speaks HTTP the guest gets requests (`http-callbacks`).
+    pub listeners: Vec<ListenerSpec>,
     /// The string handed to the guest's `init`.
     pub config: String,
-    pub limits: GuestLimits,
+    pub limits: Limits,
     pub grants: Grants,
     pub policy: Policy,
 }
@@ -101,7 +105,7 @@ pub struct NativeSpec {
     pub listeners: Vec<std::net::TcpListener>,
     /// The connection, output and timer limits apply; the memory and
     /// deadline limits (wasm only) do not.
-    pub limits: GuestLimits,
+    pub limits: Limits,
     /// `on-fault` applies to panics; `reload` does not apply.
     pub policy: Policy,
     /// Makes the handler, and a fresh one after each restart.
@@ -374,15 +378,15 @@ impl Server {
         let listeners = spec
             .listeners
             .iter()
-            .chain(spec.http_listeners.iter().map(|(l, _)| l))
-            .map(|l| Ok(ListenerGrant { address: l.local_addr()?.to_string() }))
+            .map(|l| Ok(ListenerGrant { address: l.socket.local_addr()?.to_string() }))
             .collect::<io::Result<Vec<_>>>()?;
+        let limits = GuestLimits::from(&spec.limits);
         let setup = GuestSetup {
-            metrics: self.guest_metrics(&spec.name, Some(&spec.module.version), spec.limits.max_memory),
+            metrics: self.guest_metrics(&spec.name, Some(&spec.module.version), limits.max_memory),
             name: spec.name.into(),
             listeners,
             config: spec.config,
-            limits: spec.limits,
+            limits,
             grants: spec.grants,
         };
         let name = setup.name.clone();
@@ -398,7 +402,7 @@ impl Server {
         });
         let (guest, down) = match started {
             Ok(guest) => {
-                if !spec.http_listeners.is_empty() && !guest.has_http() {
+                if spec.listeners.iter().any(|l| l.protocol != Protocol::Tcp) && !guest.has_http() {
                     anyhow::bail!(
                         "guest `{name}` has HTTP listeners but does not export wasmloop:handler/http-callbacks \
                          (build it with a wasmloop SDK that has HTTP support)"
@@ -429,10 +433,7 @@ impl Server {
             }
         };
         let g = self.insert_slot(guest, Program::Wasm(Box::new(spec.module)), setup, spec.policy);
-        let protocols = spec.listeners.into_iter().map(|l| (l, Protocol::Tcp));
-        let http =
-            spec.http_listeners.into_iter().map(|(l, ws)| (l, if ws { Protocol::WebSocket } else { Protocol::Http }));
-        self.listen(reactor, g, &name, protocols.chain(http))?;
+        self.listen(reactor, g, &name, spec.listeners)?;
         match down {
             None => self.settle(reactor, g),
             Some(_) => self.apply_fault_policy(reactor, g),
@@ -454,7 +455,7 @@ impl Server {
             name: spec.name.into(),
             listeners,
             config: String::new(),
-            limits: spec.limits,
+            limits: GuestLimits::from(&spec.limits),
             grants: Grants::default(),
         };
         let name = setup.name.clone();
@@ -463,7 +464,8 @@ impl Server {
         let handler = program.start(&self.runtime, &setup).map_err(|fault| anyhow::anyhow!("{fault}"))?;
         info!(guest = &*name, "started native handler");
         let g = self.insert_slot(Some(handler), program, setup, spec.policy);
-        self.listen(reactor, g, &name, spec.listeners.into_iter().map(|l| (l, Protocol::Tcp)))?;
+        let listeners = spec.listeners.into_iter().map(|socket| ListenerSpec { socket, protocol: Protocol::Tcp });
+        self.listen(reactor, g, &name, listeners)?;
         self.settle(reactor, g);
         Ok(())
     }
@@ -483,9 +485,9 @@ impl Server {
         reactor: &mut Reactor,
         g: GuestKey,
         name: &str,
-        listeners: impl Iterator<Item = (std::net::TcpListener, Protocol)>,
+        listeners: impl IntoIterator<Item = ListenerSpec>,
     ) -> io::Result<()> {
-        for (i, (socket, protocol)) in listeners.enumerate() {
+        for (i, ListenerSpec { socket, protocol }) in listeners.into_iter().enumerate() {
             let index = self.listeners.len();
             let route = self.routes.insert(Route::Listener(index));
             let address: SocketAddr = socket.local_addr()?;
@@ -495,7 +497,7 @@ impl Server {
                 Protocol::Http => info!(guest = name, "listening on {address} (HTTP)"),
                 Protocol::WebSocket => info!(guest = name, "listening on {address} (HTTP, WebSocket)"),
             }
-            self.listeners.push(Listener::new(socket, g, i as u64 + 1, route, protocol)?);
+            self.listeners.push(Listener::new(socket, g, listener_handle(i), route, protocol)?);
         }
         Ok(())
     }

@@ -42,7 +42,8 @@ pub const LINGER_READ: Duration = Duration::from_secs(2);
 /// WebSocket close code for an abnormal end (connection lost). Never sent.
 pub const ABNORMAL: u16 = 1006;
 
-/// Protocol limits of one guest's HTTP listeners.
+/// Protocol limits of one guest's HTTP listeners. No defaults here: the
+/// host has one set for all its limits (`wasmloop::limits::Limits`).
 #[derive(Clone, Debug)]
 pub struct HttpLimits {
     pub max_head: usize,
@@ -55,19 +56,6 @@ pub struct HttpLimits {
     pub header_timeout: Duration,
     /// A keep-alive connection with no request in progress.
     pub idle_timeout: Duration,
-}
-
-impl Default for HttpLimits {
-    fn default() -> Self {
-        HttpLimits {
-            max_head: 16 * 1024,
-            max_headers: 64,
-            max_body: 1 << 20,
-            max_message: 1 << 20,
-            header_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-        }
-    }
 }
 
 impl HttpLimits {

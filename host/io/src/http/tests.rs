@@ -9,6 +9,17 @@ use super::*;
 use crate::error::{CloseReason, ErrorCode};
 use crate::output::Buffer;
 
+/// The limits the tests run with (the host's defaults, spelled out: the
+/// host's one set of defaults lives above this crate).
+const LIMITS: HttpLimits = HttpLimits {
+    max_head: 16 * 1024,
+    max_headers: 64,
+    max_body: 1 << 20,
+    max_message: 1 << 20,
+    header_timeout: Duration::from_secs(10),
+    idle_timeout: Duration::from_secs(60),
+};
+
 /// A connection, its output, and what a server keeps for feeding it.
 struct Peer {
     http: HttpConn,
@@ -32,7 +43,7 @@ enum Got {
 
 impl Peer {
     fn new(websocket: bool) -> Peer {
-        let limits = HttpLimits::default();
+        let limits = LIMITS;
         let now = Instant::now();
         Peer {
             http: HttpConn::new(websocket, now, &limits),
