@@ -5,8 +5,8 @@
 //! right after it returns, and any callback that this causes (`on-close`,
 //! `on-writable`, reading resumed data) is queued for the deferred phase.
 //!
-//! Its state is in **parts**, files that never name [`Server`], so each
-//! reads alone:
+//! Its state is in **parts**, files that never name [`Server`] (a test below
+//! checks), so each reads alone:
 //! - `routes.rs`: what a reactor token stands for;
 //! - `slot.rs`: one guest, or one version of it: its instance, what
 //!   restarts it, its loop timer, its share of the loop, its faults;
@@ -582,3 +582,71 @@ impl Handler for Server {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// Files that hold a part of the server's state and never name
+    /// `Server`: a part can be read, and changed, without the whole.
+    const PARTS: &[&str] = &[
+        "deferred.rs",
+        "fairness.rs",
+        "faults.rs",
+        "listener.rs",
+        "policy.rs",
+        "routes.rs",
+        "signals.rs",
+        "slot.rs",
+        "watch.rs",
+    ];
+
+    /// Files whose methods are the loop's phases (`impl Server`).
+    const PHASES: &[&str] = &[
+        "accept.rs",
+        "admit.rs",
+        "datagrams.rs",
+        "http.rs",
+        "mod.rs",
+        "on_fault.rs",
+        "outbound.rs",
+        "read.rs",
+        "reload.rs",
+        "settle.rs",
+        "shutdown.rs",
+        "timers.rs",
+    ];
+
+    /// Whether a line names `Server` outside a comment (`ServerConfig`
+    /// and the like are other names).
+    fn names_server(line: &str) -> bool {
+        let code = line.split("//").next().unwrap_or("");
+        code.split(|c: char| !c.is_ascii_alphanumeric() && c != '_').any(|word| word == "Server")
+    }
+
+    #[test]
+    fn every_file_is_a_part_or_a_phase_and_no_part_names_the_server() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/server");
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(&dir).expect("src/server is readable") {
+            let name = entry.expect("a directory entry").file_name().into_string().expect("a UTF-8 name");
+            if name.ends_with(".rs") {
+                files.push(name);
+            }
+        }
+        files.sort();
+        let mut listed: Vec<&str> = PARTS.iter().chain(PHASES).copied().collect();
+        listed.sort();
+        assert_eq!(files, listed, "each file in src/server is in PARTS or in PHASES, once");
+        let mut wrong = Vec::new();
+        for part in PARTS {
+            let source = std::fs::read_to_string(dir.join(part)).expect("a source file");
+            for (n, line) in source.lines().enumerate() {
+                if names_server(line) {
+                    wrong.push(format!("{part}:{}: {}", n + 1, line.trim()));
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "parts that name the server:\n{}", wrong.join("\n"));
+        assert!(names_server("impl Server {") && !names_server("let c: ServerConfig; // Server"));
+    }
+}
