@@ -10,11 +10,13 @@
 
 use std::io;
 
-use slotmap::SlotMap;
 use tracing::{debug, warn};
 use wasmloop_reactor::{Interest, Reactor, Token};
 
-use super::{Deferred, GuestKey, Route, RouteKey, Server, route_key, token};
+use super::Server;
+use super::deferred::Deferred;
+use super::routes::{Route, Routes, token};
+use super::slot::GuestKey;
 use crate::runtime::Handle;
 use crate::runtime::{GuestState, UdpKey, UdpSocket};
 use wasmloop_io::UNREGISTERED;
@@ -96,16 +98,16 @@ impl Server {
 }
 
 /// Deregisters, then closes, a UDP socket.
-fn forget(reactor: &mut Reactor, routes: &mut SlotMap<RouteKey, Route>, socket: UdpSocket) {
+fn forget(reactor: &mut Reactor, routes: &mut Routes, socket: UdpSocket) {
     if socket.token != UNREGISTERED {
         let _ = reactor.delete(&socket.socket);
-        routes.remove(route_key(Token(socket.token)));
+        routes.remove_token(Token(socket.token));
     }
     drop(socket);
 }
 
 /// A faulted guest's UDP sockets: deregister and close them all.
-pub(super) fn close_all(reactor: &mut Reactor, routes: &mut SlotMap<RouteKey, Route>, state: &mut GuestState) {
+pub(super) fn close_all(reactor: &mut Reactor, routes: &mut Routes, state: &mut GuestState) {
     for socket in state.udp_closed.drain(..) {
         forget(reactor, routes, socket);
     }

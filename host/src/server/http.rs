@@ -15,7 +15,12 @@ use wasmloop_io::http::{Env, HttpConn, Settle, Step, TimerOutcome};
 use wasmloop_io::{CloseReason, Connection};
 use wasmloop_reactor::{Reactor, Token};
 
-use super::{Deferred, Gate, GuestKey, READ_CHUNK, Route, Server, token};
+use super::Server;
+use super::deferred::Deferred;
+use super::fairness::Gate;
+use super::read::READ_CHUNK;
+use super::routes::{Route, token};
+use super::slot::GuestKey;
 use crate::runtime::bindings::Message;
 use crate::runtime::{ConnKey, GuestState, Handle, ReqKey, RequestHead, WsKey, recycle};
 
@@ -30,10 +35,36 @@ const INPUT_ALLOWANCE: usize = 16 * 1024;
 /// Capacity an HTTP connection's input buffer keeps when empty.
 const KEEP_INPUT: usize = 4 * 1024;
 
+/// What parsing needs, shared by all HTTP connections of the loop and
+/// kept for its capacity.
+#[derive(Default)]
+pub(super) struct HttpScratch {
+    /// The head parser, keyed by the limits it was made with.
+    head_parser: Option<((usize, usize, u64), h1::HeadParser)>,
+    /// The header list handed to `on-request`.
+    header_list: Vec<(&'static str, &'static str)>,
+    /// The buffer a WebSocket message is handed to the guest in.
+    message_buf: Vec<u8>,
+}
+
+impl HttpScratch {
+    /// The head parser for `limits`: guests may differ in limits, and the
+    /// parser (which keeps its header list between requests) is rebuilt
+    /// when they do.
+    fn head_parser(&mut self, limits: &wasmloop_io::http::HttpLimits) -> &mut h1::HeadParser {
+        let wanted = limits.h1();
+        let key = (wanted.max_head, wanted.max_headers, wanted.max_body);
+        if self.head_parser.as_ref().is_none_or(|(l, _)| *l != key) {
+            self.head_parser = Some((key, h1::HeadParser::new(wanted)));
+        }
+        &mut self.head_parser.as_mut().expect("just set").1
+    }
+}
+
 impl Server {
     /// The guest state, connection and HTTP state of a live connection.
     fn http(&self, g: GuestKey, c: ConnKey) -> Option<(&GuestState, &Connection, &HttpConn)> {
-        let state = self.guests.get(g)?.guest.as_ref()?.state();
+        let state = self.guests.get(g)?.state()?;
         let conn = state.connections.get(c)?;
         Some((state, conn, conn.http.as_deref()?))
     }
@@ -175,13 +206,13 @@ impl Server {
             if self.gate(reactor, g) != Gate::Open {
                 return used;
             }
-            let Some(limits) = self.guests.get(g).and_then(|s| s.guest.as_ref()).map(|g| g.state().limits.http.clone())
-            else {
+            let Some(limits) = self.guests.get(g).and_then(|s| s.state()).map(|state| state.limits.http.clone()) else {
                 return bytes.len();
             };
-            let parser = Self::head_parser(&mut self.head_parser, &limits);
-            let mut headers = recycle(std::mem::take(&mut self.header_list));
-            let mut message = std::mem::take(&mut self.message_buf);
+            let scratch = &mut self.http_scratch;
+            let mut headers = recycle(std::mem::take(&mut scratch.header_list));
+            let mut message = std::mem::take(&mut scratch.message_buf);
+            let parser = scratch.head_parser(&limits);
             let Some((state, conn, http)) = self.guests.get(g).and_then(|s| s.guest.as_ref()).and_then(|guest| {
                 let state = guest.state();
                 let conn = state.connections.get(c)?;
@@ -253,28 +284,13 @@ impl Server {
                     Err(len)
                 }
             };
-            self.header_list = recycle(headers);
-            self.message_buf = message;
+            self.http_scratch.header_list = recycle(headers);
+            self.http_scratch.message_buf = message;
             if let Err(done) = next {
                 self.arm_timer(reactor, g, c);
                 return done;
             }
         }
-    }
-
-    /// The head parser for `limits`: guests may differ in limits, and the
-    /// parser (which keeps its header list between requests) is rebuilt
-    /// when they do.
-    fn head_parser<'p>(
-        parser: &'p mut Option<((usize, usize, u64), h1::HeadParser)>,
-        limits: &wasmloop_io::http::HttpLimits,
-    ) -> &'p mut h1::HeadParser {
-        let wanted = limits.h1();
-        let key = (wanted.max_head, wanted.max_headers, wanted.max_body);
-        if parser.as_ref().is_none_or(|(l, _)| *l != key) {
-            *parser = Some((key, h1::HeadParser::new(wanted)));
-        }
-        &mut parser.as_mut().expect("just set").1
     }
 
     /// The client closed its side (read end-of-stream).

@@ -16,7 +16,8 @@ use rustix::net::{AddressFamily, SocketType, sockopt};
 use slotmap::Key;
 use tracing::warn;
 
-use super::{GuestKey, RouteKey};
+use super::routes::RouteKey;
+use super::slot::GuestKey;
 
 /// Connections closed unserved per accept call while out of descriptors;
 /// past that, the listener is retried after a pause.

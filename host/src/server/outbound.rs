@@ -18,7 +18,10 @@ use rustix::io::Errno;
 use tracing::{debug, warn};
 use wasmloop_reactor::{Interest, Reactor, Token};
 
-use super::{Deferred, GuestKey, Route, Server, token, unwatch};
+use super::Server;
+use super::deferred::Deferred;
+use super::routes::{Route, token};
+use super::slot::GuestKey;
 use crate::runtime::Handle;
 use crate::runtime::bindings::ConnectError;
 use crate::runtime::{ConnKey, GuestState, connect_error};
@@ -101,7 +104,7 @@ impl Server {
         if let Some(id) = conn.connect_timer.take() {
             reactor.cancel_timer(id);
         }
-        unwatch(reactor, &mut self.routes, &conn);
+        self.routes.unwatch(reactor, &conn);
         drop(conn);
         self.defer(reactor, Deferred::Connected(g, c, Err(error)));
     }

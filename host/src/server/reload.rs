@@ -1,5 +1,7 @@
 //! Hot reload: a new version of a guest replaces the running one while it
-//! serves, in drain mode.
+//! serves. The `Reloader` holds what lies between a request and its
+//! result: the latest request per guest and, with `--watch`, the files
+//! that changed.
 //!
 //! 1. [`Server::reload`] (SIGHUP, or an embedder) starts a thread per guest
 //!    that reads and compiles the module file: compiling takes seconds for
@@ -10,26 +12,86 @@
 //!    running and the log says why.
 //! 3. Swap: listeners now hand new connections to the new instance; the old
 //!    instance keeps its connections until they close (then it is dropped:
-//!    "drained"), or until the drain deadline closes what is left.
+//!    "drained"), or until the drain deadline closes what is left. In
+//!    migrate mode the old version's state and connections move to the new
+//!    one instead (`migrate`).
 
+use std::collections::HashMap;
 use std::thread;
 use std::time::Instant;
 
 use tracing::{debug, error, info, warn};
-use wasmloop_reactor::Reactor;
+use wasmloop_reactor::{Interest, LoopHandle, Reactor, TimerId, Token};
 
+use super::Server;
+use super::deferred::Deferred;
 use super::policy::{Policy, ReloadMode};
+use super::routes::{Route, RouteKey, Routes, token};
+use super::slot::{GuestKey, Program};
 use super::watch::{DEBOUNCE, Watcher};
-use super::{Deferred, GuestKey, GuestSlot, Program, Route, Server, route_key, token};
-use crate::runtime::{Fault, GuestSetup};
-use crate::runtime::{Guest, Instance, LoadError, Module};
-use wasmloop_reactor::Token;
+use crate::runtime::{Fault, Guest, GuestSetup, Instance, LoadError, Module};
+
+/// What reloading needs between a request and its result, and `--watch`.
+#[derive(Default)]
+pub(super) struct Reloader {
+    /// For the compile threads to post their results back to the loop.
+    pub handle: Option<LoopHandle<Server>>,
+    /// The latest reload request per guest name, so an older compile that
+    /// finishes late is not swapped in over a newer one.
+    requests: HashMap<String, u64>,
+    /// `--watch`: module files to reload when they change.
+    watcher: Option<Watcher>,
+    /// Guests whose module changed, waiting for the file to go quiet.
+    changed: Vec<String>,
+    quiet_timer: Option<TimerId>,
+    quiet_route: Option<RouteKey>,
+}
+
+impl Reloader {
+    /// A new request to reload `guest`: its number.
+    fn request(&mut self, guest: &str) -> u64 {
+        let request = self.requests.entry(guest.to_string()).or_default();
+        *request += 1;
+        *request
+    }
+
+    /// Whether `request` is still the latest for `guest`.
+    fn is_latest(&self, guest: &str, request: u64) -> bool {
+        self.requests.get(guest) == Some(&request)
+    }
+
+    /// Module files changed: (re)arm the quiet timer; the reload happens
+    /// once the files stop changing.
+    fn files_changed(&mut self, reactor: &mut Reactor, routes: &mut Routes) {
+        let Some(watcher) = self.watcher.as_mut() else { return };
+        let changed = &mut self.changed;
+        watcher.drain(|guest| {
+            if !changed.iter().any(|g| g == guest) {
+                changed.push(guest.to_string());
+            }
+        });
+        if self.changed.is_empty() {
+            return;
+        }
+        if let Some(id) = self.quiet_timer.take() {
+            reactor.cancel_timer(id);
+        }
+        let route = *self.quiet_route.get_or_insert_with(|| routes.insert(Route::WatchQuiet));
+        self.quiet_timer = Some(reactor.set_timeout(DEBOUNCE, token(route)));
+    }
+
+    /// The quiet timer fired: the guests to reload now.
+    fn went_quiet(&mut self) -> Vec<String> {
+        self.quiet_timer = None;
+        std::mem::take(&mut self.changed)
+    }
+}
 
 impl Server {
     /// Reloads the guest called `name` (every guest if `None`) from its
     /// module file. Returns at once; the outcome is logged.
     pub fn reload(&mut self, name: Option<&str>) {
-        let Some(handle) = self.handle.clone() else {
+        let Some(handle) = self.reloader.handle.clone() else {
             warn!("reload requested, but the server has no loop handle");
             return;
         };
@@ -44,9 +106,7 @@ impl Server {
             };
             // Reloads can overlap (two SIGHUPs during one compile): only the
             // latest request's result may be swapped in.
-            let request = self.reload_requests.entry(guest.to_string()).or_default();
-            *request += 1;
-            let request = *request;
+            let request = self.reloader.request(&guest);
             let path = module.path.clone();
             let loader = self.runtime.loader();
             let handle = handle.clone();
@@ -65,7 +125,7 @@ impl Server {
 
     /// On the loop: validate the compiled version, swap it in, drain the old.
     fn finish_reload(&mut self, reactor: &mut Reactor, name: &str, request: u64, result: Result<Module, LoadError>) {
-        if self.reload_requests.get(name) != Some(&request) {
+        if !self.reloader.is_latest(name, request) {
             info!(guest = name, "a newer reload superseded this one; its result is dropped");
             return;
         }
@@ -103,7 +163,7 @@ impl Server {
                     );
                     let moved = self.guests[new].guest.as_ref().map_or(0, |g| g.state().connections.len());
                     let old_slot = self.guests.remove(old).expect("the old version is still there");
-                    self.forget_slot(reactor, &old_slot);
+                    old_slot.forget(reactor, &mut self.routes);
                     info!(
                         guest = name,
                         "reloaded (version {old_version} -> {new_version}): {}, swapped in {:?}, {moved} connections migrated",
@@ -164,17 +224,13 @@ impl Server {
         if let Some(guest) = self.guests[new].guest.as_ref() {
             let state = guest.state();
             for (c, conn) in &state.connections {
-                if let Some(route) = self.routes.get_mut(route_key(Token(conn.token))) {
-                    *route = Route::Connection(new, c);
-                }
+                self.routes.repoint(Token(conn.token), Route::Connection(new, c));
                 if conn.read_postponed.take() {
                     waiting.push(Deferred::Read(new, c));
                 }
             }
             for (k, socket) in &state.udp {
-                if let Some(route) = self.routes.get_mut(route_key(Token(socket.token))) {
-                    *route = Route::Datagram(new, k);
-                }
+                self.routes.repoint(Token(socket.token), Route::Datagram(new, k));
                 if socket.postponed.take() {
                     waiting.push(Deferred::Datagrams(new, k));
                 }
@@ -217,6 +273,7 @@ impl Server {
             }
         }
     }
+
     /// `--watch`: reload each guest when its module file changes.
     pub fn watch_modules(&mut self, reactor: &mut Reactor) -> std::io::Result<()> {
         let mut watcher = Watcher::new()?;
@@ -225,29 +282,22 @@ impl Server {
                 watcher.watch(&module.path, &slot.setup.name)?;
             }
         }
-        reactor.add(&watcher, token(self.routes.insert(Route::Watch)), wasmloop_reactor::Interest::READABLE)?;
-        self.watcher = Some(watcher);
+        reactor.add(&watcher, token(self.routes.insert(Route::Watch)), Interest::READABLE)?;
+        self.reloader.watcher = Some(watcher);
         Ok(())
     }
 
-    /// Module files changed: (re)arm the quiet timer; the reload happens
-    /// once the files stop changing.
+    /// Module files changed (`--watch`).
     pub(super) fn module_files_changed(&mut self, reactor: &mut Reactor) {
-        let Some(watcher) = self.watcher.as_mut() else { return };
-        let changed = &mut self.changed;
-        watcher.drain(|guest| {
-            if !changed.iter().any(|g| g == guest) {
-                changed.push(guest.to_string());
-            }
-        });
-        if self.changed.is_empty() {
-            return;
+        self.reloader.files_changed(reactor, &mut self.routes);
+    }
+
+    /// The changed module files went quiet: reload their guests.
+    pub(super) fn reload_changed(&mut self) {
+        for name in self.reloader.went_quiet() {
+            info!(guest = &*name, "module file changed: reloading");
+            self.reload(Some(&name));
         }
-        if let Some(id) = self.watch_quiet.take() {
-            reactor.cancel_timer(id);
-        }
-        let route = *self.watch_route.get_or_insert_with(|| self.routes.insert(Route::WatchQuiet));
-        self.watch_quiet = Some(reactor.set_timeout(DEBOUNCE, token(route)));
     }
 
     /// The instance serving new connections for `name`.
@@ -257,12 +307,11 @@ impl Server {
 
     /// Drops a draining instance once its last connection is gone.
     pub(super) fn retire_if_drained(&mut self, reactor: &mut Reactor, g: GuestKey) {
-        let Some(slot) = self.guests.get(g) else { return };
-        if slot.draining.is_none() || slot.guest.as_ref().is_some_and(|guest| !guest.state().connections.is_empty()) {
+        if !self.guests.get(g).is_some_and(|slot| slot.is_drained()) {
             return;
         }
         let slot = self.guests.remove(g).expect("checked above");
-        self.forget_slot(reactor, &slot);
+        slot.forget(reactor, &mut self.routes);
         info!(guest = &*slot.setup.name, "version {} drained", slot.program.version());
     }
 
@@ -278,16 +327,6 @@ impl Server {
         );
         self.close_all(reactor, g);
     }
-
-    /// Removes the routes a slot owns and its armed timer.
-    pub(super) fn forget_slot(&mut self, reactor: &mut Reactor, slot: &GuestSlot) {
-        for route in [slot.timer_route, slot.restart_route, slot.drain_route, slot.release_route] {
-            self.routes.remove(route);
-        }
-        if let Some((id, _)) = slot.armed {
-            reactor.cancel_timer(id);
-        }
-    }
 }
 
 enum Migrated {
@@ -298,14 +337,4 @@ enum Migrated {
     Refused(Fault),
     /// The old version has no state to hand over.
     NotPossible,
-}
-
-/// The routes a new slot needs, made before the slot exists.
-pub(super) fn slot_routes(routes: &mut slotmap::SlotMap<super::RouteKey, Route>, g: GuestKey) -> [super::RouteKey; 4] {
-    [
-        routes.insert(Route::GuestTimers(g)),
-        routes.insert(Route::Restart(g)),
-        routes.insert(Route::DrainDeadline(g)),
-        routes.insert(Route::Release(g)),
-    ]
 }
