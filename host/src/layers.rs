@@ -10,7 +10,7 @@ use std::path::Path;
 /// Each top-level module of `host/src`, lowest layer first.
 const LAYERS: &[&[&str]] = &[
     // Leaves: no WebAssembly, no server.
-    &["sys", "descriptors", "grants", "callbacks", "metrics", "limits", "os_error"],
+    &["sys", "descriptors", "grants", "callbacks", "metrics", "limits", "os_error", "guest_io"],
     // wasmtime and the WIT contract.
     &["runtime"],
     // The reactor's handler: routes events to guests.

@@ -12,12 +12,12 @@ use wasmtime::{Store, Trap, WasmBacktrace};
 use wasmtime::component::{ComponentType, Func, Lower};
 
 use crate::callbacks::Callback;
+use crate::guest_io::GuestLog;
 use crate::metrics::FaultKind;
 use crate::runtime::bindings::{
     Callbacks, CloseReason, ConnectError, DatagramCallbacks, EofAction, HttpCallbacks, ListenerInfo, Message,
     Migration, OutboundCallbacks,
 };
-use crate::runtime::guest_log::GuestLog;
 use crate::runtime::limiter::LimitExceeded;
 use crate::runtime::load::{Module, Runtime};
 use crate::runtime::poll::Blocked;

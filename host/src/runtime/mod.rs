@@ -5,7 +5,6 @@ pub mod bindings;
 mod cache;
 mod check;
 mod guest;
-mod guest_log;
 mod http;
 mod imports;
 mod instance;

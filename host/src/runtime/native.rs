@@ -71,9 +71,9 @@ use crate::callbacks::Callback;
 use crate::metrics::FaultKind;
 pub use wasmloop_io::{CloseReason, ErrorCode};
 
+use crate::guest_io::GuestLog;
 pub use crate::runtime::bindings::{EofAction, ListenerInfo};
 use crate::runtime::guest::{Fault, listener_infos};
-use crate::runtime::guest_log::GuestLog;
 use crate::runtime::state::{GuestSetup, GuestState};
 
 /// A native handler's callbacks: those of the WIT `callbacks` interface,

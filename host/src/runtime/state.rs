@@ -15,8 +15,8 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::grants::Grants;
+use crate::guest_io::GuestLog;
 use crate::metrics::GuestMetrics;
-use crate::runtime::guest_log::GuestLog;
 use crate::runtime::limiter::MemoryLimiter;
 
 /// A bound UDP socket of a guest.
