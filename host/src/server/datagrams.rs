@@ -16,7 +16,7 @@ use wasmloop_reactor::{Interest, Reactor, Token};
 
 use super::{Deferred, GuestKey, Route, RouteKey, Server, route_key, token};
 use crate::runtime::Handle;
-use crate::runtime::{GuestState, UdpKey, UdpSocket};
+use crate::runtime::{GuestIo, UdpKey, UdpSocket};
 use wasmloop_io::UNREGISTERED;
 
 /// Datagrams received per socket per wakeup, so one busy socket cannot
@@ -28,7 +28,7 @@ impl Server {
     /// deregisters and closes the ones it closed.
     pub(super) fn settle_datagrams(&mut self, reactor: &mut Reactor, g: GuestKey) {
         let Some(guest) = self.guests.get_mut(g).and_then(|s| s.guest.as_mut()) else { return };
-        let GuestState { name, udp, udp_new, udp_closed, .. } = guest.state_mut();
+        let GuestIo { name, udp, udp_new, udp_closed, .. } = guest.state_mut();
         for socket in udp_closed.drain(..) {
             forget(reactor, &mut self.routes, socket);
         }
@@ -105,7 +105,7 @@ fn forget(reactor: &mut Reactor, routes: &mut SlotMap<RouteKey, Route>, socket: 
 }
 
 /// A faulted guest's UDP sockets: deregister and close them all.
-pub(super) fn close_all(reactor: &mut Reactor, routes: &mut SlotMap<RouteKey, Route>, state: &mut GuestState) {
+pub(super) fn close_all(reactor: &mut Reactor, routes: &mut SlotMap<RouteKey, Route>, state: &mut GuestIo) {
     for socket in state.udp_closed.drain(..) {
         forget(reactor, routes, socket);
     }

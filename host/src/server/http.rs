@@ -17,7 +17,7 @@ use wasmloop_reactor::{Reactor, Token};
 
 use super::{Deferred, Gate, GuestKey, READ_CHUNK, Route, Server, token};
 use crate::runtime::bindings::Message;
-use crate::runtime::{ConnKey, GuestState, Handle, ReqKey, RequestHead, WsKey, recycle};
+use crate::runtime::{ConnKey, GuestIo, Handle, ReqKey, RequestHead, WsKey, recycle};
 
 /// WebSocket close code "try again later" (IANA registry): the host's
 /// input cap for the guest was reached.
@@ -32,7 +32,7 @@ const KEEP_INPUT: usize = 4 * 1024;
 
 impl Server {
     /// The guest state, connection and HTTP state of a live connection.
-    fn http(&self, g: GuestKey, c: ConnKey) -> Option<(&GuestState, &Connection, &HttpConn)> {
+    fn http(&self, g: GuestKey, c: ConnKey) -> Option<(&GuestIo, &Connection, &HttpConn)> {
         let state = self.guests.get(g)?.guest.as_ref()?.state();
         let conn = state.connections.get(c)?;
         Some((state, conn, conn.http.as_deref()?))

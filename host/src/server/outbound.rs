@@ -21,7 +21,7 @@ use wasmloop_reactor::{Interest, Reactor, Token};
 use super::{Deferred, GuestKey, Route, Server, token, unwatch};
 use crate::runtime::Handle;
 use crate::runtime::bindings::ConnectError;
-use crate::runtime::{ConnKey, GuestState, connect_error};
+use crate::runtime::{ConnKey, GuestIo, connect_error};
 
 /// How long a connect may take before it fails with `timed-out`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -133,7 +133,7 @@ impl Server {
 
 /// A faulted guest's pending connects: cancel their timers (the connections
 /// themselves are closed with the others).
-pub(super) fn cancel_connect_timers(reactor: &mut Reactor, state: &GuestState) {
+pub(super) fn cancel_connect_timers(reactor: &mut Reactor, state: &GuestIo) {
     for conn in state.connections.values() {
         if let Some(id) = conn.connect_timer.take() {
             reactor.cancel_timer(id);
