@@ -1,6 +1,6 @@
 //! UDP: the server's half of `datagrams`.
 //!
-//! The imports (runtime/sockets.rs) bind and close sockets in the guest's
+//! The imports (guest_io/sockets.rs) bind and close sockets in the guest's
 //! table; after each callback the server registers the new ones (readable,
 //! edge-triggered) and deregisters, then closes, the closed ones. Incoming
 //! datagrams are read into the server's read buffer, a bounded number per

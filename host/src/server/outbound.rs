@@ -1,6 +1,6 @@
 //! Outbound TCP: the server's half of `outbound.connect`.
 //!
-//! The import (runtime/sockets.rs) checks the allowlist and the limits,
+//! The import (guest_io/sockets.rs) checks the allowlist and the limits,
 //! starts a non-blocking connect and puts the connection in the guest's
 //! table, unregistered, on the dirty list. Right after the callback the
 //! server registers it (both directions, edge-triggered) and arms the
