@@ -11,6 +11,7 @@ pub mod config;
 pub mod descriptors;
 pub mod embed;
 pub mod grants;
+pub mod guest_io;
 pub mod limits;
 pub mod metrics;
 pub mod on_calloop;

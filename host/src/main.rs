@@ -270,7 +270,7 @@ enum LogFormat {
 
 /// Log lines queued for the writer thread before new ones are dropped (and
 /// counted: `wasmloop_log_lines_dropped_total`).
-/// Guest lines are at most 4 KiB (`runtime::guest_log::MAX_LINE`), so the
+/// Guest lines are at most 4 KiB (`guest_io::log::MAX_LINE`), so the
 /// queue holds at most ~32 MiB.
 const LOG_QUEUE_LINES: usize = 8 * 1024;
 

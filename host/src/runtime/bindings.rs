@@ -47,3 +47,34 @@ impl From<&wasmloop_io::CloseReason> for CloseReason {
         }
     }
 }
+
+/// The I/O context's connect error, as the contract spells it (one to one).
+impl From<crate::guest_io::ConnectError> for ConnectError {
+    fn from(e: crate::guest_io::ConnectError) -> ConnectError {
+        use crate::guest_io::ConnectError as E;
+        match e {
+            E::Denied => ConnectError::Denied,
+            E::InvalidAddress => ConnectError::InvalidAddress,
+            E::LimitReached => ConnectError::LimitReached,
+            E::Refused => ConnectError::Refused,
+            E::TimedOut => ConnectError::TimedOut,
+            E::Unreachable => ConnectError::Unreachable,
+            E::Other => ConnectError::Other,
+        }
+    }
+}
+
+/// The I/O context's datagram error, as the contract spells it (one to one).
+impl From<crate::guest_io::DatagramError> for DatagramError {
+    fn from(e: crate::guest_io::DatagramError) -> DatagramError {
+        use crate::guest_io::DatagramError as E;
+        match e {
+            E::Denied => DatagramError::Denied,
+            E::InvalidHandle => DatagramError::InvalidHandle,
+            E::InvalidAddress => DatagramError::InvalidAddress,
+            E::TooLarge => DatagramError::TooLarge,
+            E::WouldBlock => DatagramError::WouldBlock,
+            E::Other => DatagramError::Other,
+        }
+    }
+}

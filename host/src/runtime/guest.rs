@@ -13,16 +13,16 @@ use wasmtime::{Store, Trap, WasmBacktrace};
 use wasmtime::component::{ComponentType, Func, Lower};
 
 use crate::callbacks::Callback;
+use crate::guest_io::{GuestIo, GuestLog, GuestSetup};
 use crate::metrics::FaultKind;
 use crate::runtime::bindings::{
     Callbacks, CloseReason, ConnectError, DatagramCallbacks, EofAction, HttpCallbacks, ListenerInfo, Message,
     Migration, OutboundCallbacks,
 };
-use crate::runtime::guest_log::GuestLog;
 use crate::runtime::limiter::LimitExceeded;
 use crate::runtime::load::{Module, Runtime};
 use crate::runtime::poll::Blocked;
-use crate::runtime::state::{GuestSetup, GuestState};
+use crate::runtime::state::GuestState;
 use crate::runtime::ticker::EpochTicker;
 use crate::runtime::wasi;
 
@@ -317,7 +317,7 @@ impl Guest {
             },
         };
         // `connect` refuses guests that could never learn the outcome.
-        store.data_mut().has_outbound = exports.outbound.is_some();
+        store.data_mut().io.has_outbound = exports.outbound.is_some();
         Ok(Guest {
             store,
             exports,
@@ -329,15 +329,16 @@ impl Guest {
     }
 
     pub fn name(&self) -> &Arc<str> {
-        &self.store.data().name
+        &self.store.data().io.name
     }
 
-    pub fn state(&self) -> &GuestState {
-        self.store.data()
+    /// The guest's I/O context, in its store.
+    pub fn state(&self) -> &GuestIo {
+        &self.store.data().io
     }
 
-    pub fn state_mut(&mut self) -> &mut GuestState {
-        self.store.data_mut()
+    pub fn state_mut(&mut self) -> &mut GuestIo {
+        &mut self.store.data_mut().io
     }
 
     /// Whether the guest exports `datagram-callbacks`.
@@ -367,11 +368,11 @@ impl Guest {
         f: impl FnOnce(&Exports, &mut Store<GuestState>) -> wasmtime::Result<R>,
     ) -> Result<R, Fault> {
         self.store.set_epoch_deadline(ticks);
-        let started = self.store.data().metrics.is_some().then(crate::metrics::stamp);
+        let started = self.store.data().io.metrics.is_some().then(crate::metrics::stamp);
         self.ticker.enter();
         let result = f(&self.exports, &mut self.store);
         self.ticker.exit();
-        if let (Some(started), Some(metrics)) = (started, &self.store.data().metrics) {
+        if let (Some(started), Some(metrics)) = (started, &self.store.data().io.metrics) {
             metrics.callback(callback, started);
         }
         result.map_err(|e| Fault {

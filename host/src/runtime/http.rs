@@ -1,6 +1,7 @@
 //! `wasmloop:handler/http`, by hand like `connections` so bodies and
-//! messages go from guest memory to the socket without a copy. The protocol
-//! work is in `http_conn.rs`; here handles are checked and arguments lifted.
+//! messages go from guest memory to the socket without a copy. Here the
+//! arguments are lifted; each import is one call of the `GuestIo` method
+//! that checks the handle and does the work (`guest_io/http.rs`).
 
 use std::borrow::Cow;
 
@@ -8,13 +9,11 @@ use wasmloop_http::ws;
 use wasmtime::StoreContextMut;
 use wasmtime::component::{ComponentType, Lift, Linker, WasmList, WasmStr};
 
-use wasmloop_io::http::HttpConn;
-use wasmloop_io::{Handle, Out, ReqKey};
+use wasmloop_io::ErrorCode;
 
-use crate::runtime::bindings::ErrorCode;
+use crate::runtime::imports::{Reply, address, reply};
 use crate::runtime::state::GuestState;
 
-type Reply<T> = wasmtime::Result<(Result<T, ErrorCode>,)>;
 type Headers = WasmList<(WasmStr, WasmStr)>;
 
 /// `http.message` as lifted from guest memory, without copying.
@@ -36,14 +35,14 @@ fn with_headers<R>(
     mut store: StoreContextMut<'_, GuestState>,
     headers: &Headers,
     f: impl FnOnce(&StoreContextMut<'_, GuestState>, &[(&str, &str)]) -> Result<R, ErrorCode>,
-) -> wasmtime::Result<Result<R, ErrorCode>> {
+) -> Reply<R> {
     let mut pairs = store.data().header_pairs.take();
     pairs.clear();
     for pair in headers.iter(&mut store)? {
         pairs.push(pair?);
     }
     let store = &store;
-    let mut list = recycle(store.data().header_scratch.take());
+    let mut list = recycle(store.data().io.header_scratch.take());
     // Strings of a guest that keeps them as UTF-16 are transcoded: copies.
     let mut transcoded = Vec::new();
     for (name, value) in &pairs {
@@ -61,9 +60,9 @@ fn with_headers<R>(
         }
         f(store, &all.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect::<Vec<_>>())
     };
-    store.data().header_scratch.replace(recycle(list));
+    store.data().io.header_scratch.replace(recycle(list));
     store.data().header_pairs.replace(pairs);
-    Ok(out)
+    reply(out)
 }
 
 /// An emptied vector of string pairs with another lifetime, in the same
@@ -73,128 +72,72 @@ pub fn recycle<'a, 'b>(mut list: Vec<(&'a str, &'a str)>) -> Vec<(&'b str, &'b s
     list.into_iter().map(|_| ("", "")).collect()
 }
 
-/// Runs `f` on the HTTP state of request `req`, with the guest's headers,
-/// the connection's output and the reused response-head buffer.
-fn answer(
-    store: StoreContextMut<'_, GuestState>,
-    req: u64,
-    headers: &Headers,
-    f: impl FnOnce(
-        &StoreContextMut<'_, GuestState>,
-        &HttpConn,
-        &[(&str, &str)],
-        &Out<'_>,
-        &mut Vec<u8>,
-    ) -> Result<(), wasmloop_io::ErrorCode>,
-) -> Reply<()> {
-    let reply = with_headers(store, headers, |store, headers| {
-        let state = store.data();
-        let (_, conn) = state.request(req)?;
-        Ok(f(store, conn.http()?, headers, &conn.out(&state.output), &mut state.scratch.borrow_mut())?)
-    })?;
-    Ok((reply,))
-}
-
 pub fn add_http(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
     let mut i = linker.instance("wasmloop:handler/http@0.1.0")?;
     i.func_wrap(
         "respond",
         |store: StoreContextMut<'_, GuestState>, (req, status, headers, body): (u64, u16, Headers, WasmList<u8>)| {
-            answer(store, req, &headers, |store, http, headers, out, scratch| {
-                http.respond(status, headers.iter().copied(), body.as_le_slice(store), out, scratch)
+            with_headers(store, &headers, |store, headers| {
+                store.data().io.respond(req, status, headers, body.as_le_slice(store))
             })
         },
     )?;
     i.func_wrap(
         "respond-start",
         |store: StoreContextMut<'_, GuestState>, (req, status, headers): (u64, u16, Headers)| {
-            answer(store, req, &headers, |_, http, headers, out, scratch| {
-                http.respond_start(status, headers.iter().copied(), out, scratch)
-            })
+            with_headers(store, &headers, |store, headers| store.data().io.respond_start(req, status, headers))
         },
     )?;
     i.func_wrap(
         "respond-write",
         |store: StoreContextMut<'_, GuestState>, (req, data): (u64, WasmList<u8>)| -> Reply<u32> {
-            let state = store.data();
-            let reply = state
-                .request(req)
-                .and_then(|(_, conn)| conn.http()?.respond_write(data.as_le_slice(&store), &conn.out(&state.output)));
-            Ok((reply.map_err(Into::into),))
+            reply(store.data().io.respond_write(req, data.as_le_slice(&store)))
         },
     )?;
     i.func_wrap("respond-finish", |store: StoreContextMut<'_, GuestState>, (req,): (u64,)| -> Reply<()> {
-        let state = store.data();
-        let reply = state.request(req).and_then(|(_, conn)| conn.http()?.respond_finish(&conn.out(&state.output)));
-        Ok((reply.map_err(Into::into),))
+        reply(store.data().io.respond_finish(req))
     })?;
     i.func_wrap("notify-writable", |store: StoreContextMut<'_, GuestState>, (req,): (u64,)| -> Reply<()> {
-        let reply = store.data().request(req).and_then(|(_, conn)| conn.http()?.notify_response_writable());
-        Ok((reply.map_err(Into::into),))
+        reply(store.data().io.notify_response_writable(req))
     })?;
     i.func_wrap("peer-address", |store: StoreContextMut<'_, GuestState>, (req,): (u64,)| -> Reply<String> {
-        let reply = store
-            .data()
-            .request(req)
-            .map(|(_, conn)| conn.transport.peer_addr().map(|a| a.to_string()).unwrap_or_default());
-        Ok((reply.map_err(Into::into),))
+        reply(store.data().io.request_peer_address(req).map(address))
     })?;
     i.func_wrap(
         "accept-websocket",
         |store: StoreContextMut<'_, GuestState>, (req, protocol): (u64, Option<WasmStr>)| -> Reply<u64> {
-            let state = store.data();
-            let (key, conn) = match state.request(req) {
-                Ok(found) => found,
-                Err(e) => return Ok((Err(e.into()),)),
+            let io = &store.data().io;
+            let protocol = match protocol.as_ref().map(|p| p.to_str(&store)).transpose() {
+                Ok(protocol) => protocol,
+                // Not UTF-8: refused, but only after the handle was checked.
+                Err(_) => return reply(io.request(req).and(Err(ErrorCode::InvalidArgument))),
             };
-            let protocol = match &protocol {
-                Some(p) => match p.to_str(&store) {
-                    Ok(p) => Some(p),
-                    Err(_) => return Ok((Err(ErrorCode::InvalidArgument),)),
-                },
-                None => None,
-            };
-            let out = conn.out(&state.output);
-            let accepted = conn.http().and_then(|http| {
-                let scratch = &mut state.scratch.borrow_mut();
-                // The request handle dies; the WebSocket's is born.
-                http.accept_websocket(protocol.as_deref(), &out, scratch, &state.limits.http, || {
-                    state.requests.borrow_mut().remove(ReqKey::from_handle(req));
-                    state.websockets.borrow_mut().insert(key).handle()
-                })
-            });
-            Ok((accepted.map_err(Into::into),))
+            reply(io.accept_websocket(req, protocol.as_deref()))
         },
     )?;
     i.func_wrap("send", |store: StoreContextMut<'_, GuestState>, (h, message): (u64, Message)| -> Reply<()> {
-        let state = store.data();
-        let (conn, http) = match state.websocket(h).and_then(|conn| Ok((conn, conn.http()?))) {
-            Ok(found) => found,
-            Err(e) => return Ok((Err(e.into()),)),
-        };
-        let out = conn.out(&state.output);
-        let reply = match &message {
+        let io = &store.data().io;
+        reply(match &message {
             Message::Text(text) => match text.to_str(&store) {
-                Ok(text) => http.send(ws::Opcode::Text, text.as_bytes(), &out),
-                Err(_) => Err(wasmloop_io::ErrorCode::InvalidArgument),
+                Ok(text) => io.send(h, ws::Opcode::Text, text.as_bytes()),
+                // Not UTF-8: refused, but only after the handle was checked.
+                Err(_) => io.websocket(h).and_then(|conn| conn.http()).and(Err(ErrorCode::InvalidArgument)),
             },
-            Message::Binary(data) => http.send(ws::Opcode::Binary, data.as_le_slice(&store), &out),
-        };
-        Ok((reply.map_err(Into::into),))
+            Message::Binary(data) => io.send(h, ws::Opcode::Binary, data.as_le_slice(&store)),
+        })
     })?;
     i.func_wrap("websocket-notify-writable", |store: StoreContextMut<'_, GuestState>, (h,): (u64,)| -> Reply<()> {
-        let reply = store.data().websocket(h).and_then(|conn| conn.http()?.notify_websocket_writable());
-        Ok((reply.map_err(Into::into),))
+        reply(store.data().io.notify_websocket_writable(h))
     })?;
     i.func_wrap(
         "close-websocket",
         |store: StoreContextMut<'_, GuestState>, (h, code, reason): (u64, u16, WasmStr)| -> Reply<()> {
-            let state = store.data();
-            let reply = state.websocket(h).and_then(|conn| {
-                let reason = reason.to_str(&store).map_err(|_| wasmloop_io::ErrorCode::InvalidArgument)?;
-                conn.http()?.close_websocket(code, &reason, &conn.out(&state.output))
-            });
-            Ok((reply.map_err(Into::into),))
+            let io = &store.data().io;
+            reply(match reason.to_str(&store) {
+                Ok(reason) => io.close_websocket(h, code, &reason),
+                // Not UTF-8: refused, but only after the handle was checked.
+                Err(_) => io.websocket(h).and(Err(ErrorCode::InvalidArgument)),
+            })
         },
     )?;
     Ok(())

@@ -1,6 +1,6 @@
 //! What the server calls: a running guest, either a wasm instance
 //! ([`Guest`]) or a native Rust handler ([`NativeGuest`]). Both have a
-//! [`GuestState`], so the server settles, times out and tears down either
+//! [`GuestIo`], so the server settles, times out and tears down either
 //! alike; a callback costs one `match` more than calling the wasm guest.
 
 use std::sync::Arc;
@@ -8,10 +8,10 @@ use std::sync::Arc;
 use wasmloop_io::CloseReason;
 
 use crate::callbacks::{Callback, for_each_callback};
+use crate::guest_io::GuestIo;
 use crate::runtime::bindings::{ConnectError, EofAction, Message};
 use crate::runtime::guest::{Fault, Guest, RequestHead};
 use crate::runtime::native::NativeGuest;
-use crate::runtime::state::GuestState;
 
 #[allow(clippy::large_enum_variant, reason = "the wasm guest stays inline: every callback goes through it")]
 pub enum Instance {
@@ -29,7 +29,7 @@ impl Instance {
     }
 
     #[inline]
-    pub fn state(&self) -> &GuestState {
+    pub fn state(&self) -> &GuestIo {
         match self {
             Instance::Wasm(guest) => guest.state(),
             Instance::Native(native) => native.state(),
@@ -37,7 +37,7 @@ impl Instance {
     }
 
     #[inline]
-    pub fn state_mut(&mut self) -> &mut GuestState {
+    pub fn state_mut(&mut self) -> &mut GuestIo {
         match self {
             Instance::Wasm(guest) => guest.state_mut(),
             Instance::Native(native) => native.state_mut(),

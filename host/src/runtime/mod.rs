@@ -5,7 +5,6 @@ pub mod bindings;
 mod cache;
 mod check;
 mod guest;
-mod guest_log;
 mod http;
 mod imports;
 mod instance;
@@ -19,6 +18,7 @@ mod stdio;
 mod ticker;
 mod wasi;
 
+pub use crate::guest_io::{GuestIo, GuestLimits, GuestSetup, ListenerGrant, UdpSocket};
 pub use cache::{ArtifactCache, CacheError};
 pub use check::{Import, Report, check};
 pub use guest::{Fault, Guest, RequestHead};
@@ -27,7 +27,7 @@ pub use imports::monotonic_nanos;
 pub use instance::Instance;
 pub use load::{LoadError, Loader, Module, Runtime};
 pub use sockets::connect_error;
-pub use state::{GuestLimits, GuestSetup, GuestState, ListenerGrant, UdpSocket};
+pub use state::GuestState;
 pub use wasmloop_io::{
     ConnKey, Handle, ReqKey, UdpKey, WsKey, listener_handle, listener_index, timer_handle, timer_id,
 };

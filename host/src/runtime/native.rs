@@ -65,16 +65,13 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime_wasi::WasiCtx;
-
 use crate::callbacks::Callback;
 use crate::metrics::FaultKind;
 pub use wasmloop_io::{CloseReason, ErrorCode};
 
+use crate::guest_io::{GuestIo, GuestLog, GuestSetup};
 pub use crate::runtime::bindings::{EofAction, ListenerInfo};
 use crate::runtime::guest::{Fault, listener_infos};
-use crate::runtime::guest_log::GuestLog;
-use crate::runtime::state::{GuestSetup, GuestState};
 
 /// A native handler's callbacks: those of the WIT `callbacks` interface,
 /// with the same ordering guarantees (per connection, `on_accept` first and
@@ -130,13 +127,13 @@ pub fn factory<H: Handler + 'static>(make: impl Fn() -> H + 'static) -> HandlerF
 /// `timers` imports, on the handler's own connections and timers. Errors
 /// are those of the WIT functions of the same name.
 pub struct Cx<'a> {
-    state: &'a mut GuestState,
+    io: &'a mut GuestIo,
 }
 
 impl Cx<'_> {
     /// The name the handler was added under.
     pub fn name(&self) -> &str {
-        &self.state.name
+        &self.io.name
     }
 
     /// Queues `data` and returns how many bytes were taken: fewer than
@@ -144,95 +141,95 @@ impl Cx<'_> {
     /// see [`Cx::notify_writable`]). `Closed` after `close`, `abort` or
     /// `shutdown_write`.
     pub fn write(&mut self, conn: u64, data: &[u8]) -> Result<usize, ErrorCode> {
-        self.state.write(conn, data)
+        self.io.write(conn, data)
     }
 
     /// Asks for one `on_writable` once the output buffer is empty.
     pub fn notify_writable(&mut self, conn: u64) -> Result<(), ErrorCode> {
-        self.state.notify_writable(conn)
+        self.io.notify_writable(conn)
     }
 
     /// No `on_data` until [`Cx::resume_reading`]; the peer is slowed down
     /// by TCP flow control.
     pub fn pause_reading(&mut self, conn: u64) -> Result<(), ErrorCode> {
-        self.state.pause_reading(conn)
+        self.io.pause_reading(conn)
     }
 
     pub fn resume_reading(&mut self, conn: u64) -> Result<(), ErrorCode> {
-        self.state.resume_reading(conn)
+        self.io.resume_reading(conn)
     }
 
     /// Half-close: FIN once the buffered output is sent; reading goes on.
     pub fn shutdown_write(&mut self, conn: u64) -> Result<(), ErrorCode> {
-        self.state.shutdown_write(conn)
+        self.io.shutdown_write(conn)
     }
 
     /// Graceful close: buffered output is still sent, then `on_close(Local)`.
     pub fn close(&mut self, conn: u64) -> Result<(), ErrorCode> {
-        self.state.close(conn)
+        self.io.close(conn)
     }
 
     /// Immediate close: buffered output is dropped, the peer gets a reset.
     pub fn abort(&mut self, conn: u64) -> Result<(), ErrorCode> {
-        self.state.abort(conn)
+        self.io.abort(conn)
     }
 
     /// Bytes in the output buffer not yet handed to the kernel.
     pub fn buffered(&self, conn: u64) -> Result<usize, ErrorCode> {
-        self.state.buffered(conn)
+        self.io.buffered(conn)
     }
 
     /// The peer's address; `None` if the OS cannot tell (it already reset).
     pub fn peer_address(&self, conn: u64) -> Result<Option<SocketAddr>, ErrorCode> {
-        self.state.peer_address(conn)
+        self.io.peer_address(conn)
     }
 
     /// Our side's address; `None` if the OS cannot tell.
     pub fn local_address(&self, conn: u64) -> Result<Option<SocketAddr>, ErrorCode> {
-        self.state.local_address(conn)
+        self.io.local_address(conn)
     }
 
     /// The address a listener of this handler is bound to.
     pub fn listener_address(&self, listener: u64) -> Result<&str, ErrorCode> {
-        self.state.listener(listener).map(|l| l.address.as_str())
+        self.io.listener(listener).map(|l| l.address.as_str())
     }
 
     /// Fires `on_timer` once, `delay` from now. `LimitReached` past
     /// `max_timers`.
     pub fn set_timeout(&mut self, delay: Duration) -> Result<u64, ErrorCode> {
-        self.state.add_timeout(delay)
+        self.io.add_timeout(delay)
     }
 
     /// Fires `on_timer` every `interval` (at least 1 ms, else
     /// `InvalidArgument`) until cancelled; late ticks are skipped.
     pub fn set_interval(&mut self, interval: Duration) -> Result<u64, ErrorCode> {
-        self.state.add_interval(interval)
+        self.io.add_interval(interval)
     }
 
     /// Stops a timer; it will not fire again, even if already due.
     pub fn cancel_timer(&mut self, timer: u64) -> Result<(), ErrorCode> {
-        self.state.cancel_timer(timer)
+        self.io.cancel_timer(timer)
     }
 }
 
-/// A running native handler and its state, the counterpart of a wasm
-/// [`Guest`](crate::runtime::Guest).
+/// A running native handler and its I/O context, the counterpart of a wasm
+/// [`Guest`](crate::runtime::Guest) (which has the same context in its
+/// store, beside WASI and its memory).
 pub struct NativeGuest {
     handler: Box<dyn Handler>,
-    state: GuestState,
+    io: GuestIo,
 }
 
 impl NativeGuest {
     /// Makes a handler with `factory` and runs its `init`.
     pub fn start(factory: &HandlerFactory, setup: &GuestSetup) -> Result<NativeGuest, Fault> {
-        // Only the guest's own limits apply: a native handler has no store,
-        // and nothing reaches its (empty) WASI context.
+        // Only the guest's own limits apply: a native handler has no store.
         let log =
             GuestLog::new(setup.name.clone(), "native".into(), setup.limits.log_lines_per_sec, setup.metrics.clone());
-        let state = GuestState::new(setup, Arc::new(log), WasiCtx::builder().build());
+        let io = GuestIo::new(setup, Arc::new(log));
         let name = setup.name.clone();
         let handler = catch_unwind(AssertUnwindSafe(factory)).map_err(|panic| panicked(&name, "factory", panic))?;
-        let mut native = NativeGuest { handler, state };
+        let mut native = NativeGuest { handler, io };
         let infos = listener_infos(setup);
         native.call(Callback::Init, |h, cx| h.init(cx, &infos))?.map_err(|message| Fault {
             guest: name,
@@ -245,15 +242,15 @@ impl NativeGuest {
     }
 
     pub fn name(&self) -> &Arc<str> {
-        &self.state.name
+        &self.io.name
     }
 
-    pub fn state(&self) -> &GuestState {
-        &self.state
+    pub fn state(&self) -> &GuestIo {
+        &self.io
     }
 
-    pub fn state_mut(&mut self) -> &mut GuestState {
-        &mut self.state
+    pub fn state_mut(&mut self) -> &mut GuestIo {
+        &mut self.io
     }
 
     /// Calls the handler; a panic becomes a [`Fault`]. Unwind safety: a
@@ -265,14 +262,14 @@ impl NativeGuest {
         callback: Callback,
         f: impl FnOnce(&mut dyn Handler, &mut Cx<'_>) -> R,
     ) -> Result<R, Fault> {
-        let NativeGuest { handler, state } = self;
-        let started = state.metrics.is_some().then(crate::metrics::stamp);
-        let mut cx = Cx { state: &mut *state };
+        let NativeGuest { handler, io } = self;
+        let started = io.metrics.is_some().then(crate::metrics::stamp);
+        let mut cx = Cx { io: &mut *io };
         let result = catch_unwind(AssertUnwindSafe(|| f(&mut **handler, &mut cx)));
-        if let (Some(started), Some(metrics)) = (started, &state.metrics) {
+        if let (Some(started), Some(metrics)) = (started, &io.metrics) {
             metrics.callback(callback, started);
         }
-        result.map_err(|panic| panicked(&state.name, callback.name(), panic))
+        result.map_err(|panic| panicked(&io.name, callback.name(), panic))
     }
 }
 

@@ -7,10 +7,10 @@ use bytes::Bytes;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
-use crate::runtime::guest_log::GuestLog;
+use crate::guest_io::GuestLog;
 
 /// Longest line kept before it is logged anyway (and then cut to
-/// [`guest_log::MAX_LINE`](crate::runtime::guest_log::MAX_LINE)).
+/// [`log::MAX_LINE`](crate::guest_io::log::MAX_LINE)).
 const MAX_LINE: usize = 16 * 1024;
 
 #[derive(Clone)]

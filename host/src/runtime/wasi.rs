@@ -18,7 +18,7 @@ use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random};
 use wasmtime_wasi::random::WasiRandom;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiView};
 
-use crate::runtime::guest_log::GuestLog;
+use crate::guest_io::GuestLog;
 use crate::runtime::state::GuestState;
 use crate::runtime::stdio::GuestOutput;
 

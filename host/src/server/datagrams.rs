@@ -1,6 +1,6 @@
 //! UDP: the server's half of `datagrams`.
 //!
-//! The imports (runtime/sockets.rs) bind and close sockets in the guest's
+//! The imports (guest_io/sockets.rs) bind and close sockets in the guest's
 //! table; after each callback the server registers the new ones (readable,
 //! edge-triggered) and deregisters, then closes, the closed ones. Incoming
 //! datagrams are read into the server's read buffer, a bounded number per
@@ -18,7 +18,7 @@ use super::deferred::Deferred;
 use super::routes::{Route, Routes, token};
 use super::slot::GuestKey;
 use crate::runtime::Handle;
-use crate::runtime::{GuestState, UdpKey, UdpSocket};
+use crate::runtime::{GuestIo, UdpKey, UdpSocket};
 use wasmloop_io::UNREGISTERED;
 
 /// Datagrams received per socket per wakeup, so one busy socket cannot
@@ -30,7 +30,7 @@ impl Server {
     /// deregisters and closes the ones it closed.
     pub(super) fn settle_datagrams(&mut self, reactor: &mut Reactor, g: GuestKey) {
         let Some(guest) = self.guests.get_mut(g).and_then(|s| s.guest.as_mut()) else { return };
-        let GuestState { name, udp, udp_new, udp_closed, .. } = guest.state_mut();
+        let GuestIo { name, udp, udp_new, udp_closed, .. } = guest.state_mut();
         for socket in udp_closed.drain(..) {
             forget(reactor, &mut self.routes, socket);
         }
@@ -107,7 +107,7 @@ fn forget(reactor: &mut Reactor, routes: &mut Routes, socket: UdpSocket) {
 }
 
 /// A faulted guest's UDP sockets: deregister and close them all.
-pub(super) fn close_all(reactor: &mut Reactor, routes: &mut Routes, state: &mut GuestState) {
+pub(super) fn close_all(reactor: &mut Reactor, routes: &mut Routes, state: &mut GuestIo) {
     for socket in state.udp_closed.drain(..) {
         forget(reactor, routes, socket);
     }

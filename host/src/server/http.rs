@@ -22,7 +22,7 @@ use super::read::READ_CHUNK;
 use super::routes::{Route, token};
 use super::slot::GuestKey;
 use crate::runtime::bindings::Message;
-use crate::runtime::{ConnKey, GuestState, Handle, ReqKey, RequestHead, WsKey, recycle};
+use crate::runtime::{ConnKey, GuestIo, Handle, ReqKey, RequestHead, WsKey, recycle};
 
 /// WebSocket close code "try again later" (IANA registry): the host's
 /// input cap for the guest was reached.
@@ -63,7 +63,7 @@ impl HttpScratch {
 
 impl Server {
     /// The guest state, connection and HTTP state of a live connection.
-    fn http(&self, g: GuestKey, c: ConnKey) -> Option<(&GuestState, &Connection, &HttpConn)> {
+    fn http(&self, g: GuestKey, c: ConnKey) -> Option<(&GuestIo, &Connection, &HttpConn)> {
         let state = self.guests.get(g)?.state()?;
         let conn = state.connections.get(c)?;
         Some((state, conn, conn.http.as_deref()?))

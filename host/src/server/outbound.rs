@@ -1,6 +1,6 @@
 //! Outbound TCP: the server's half of `outbound.connect`.
 //!
-//! The import (runtime/sockets.rs) checks the allowlist and the limits,
+//! The import (guest_io/sockets.rs) checks the allowlist and the limits,
 //! starts a non-blocking connect and puts the connection in the guest's
 //! table, unregistered, on the dirty list. Right after the callback the
 //! server registers it (both directions, edge-triggered) and arms the
@@ -24,7 +24,7 @@ use super::routes::{Route, token};
 use super::slot::GuestKey;
 use crate::runtime::Handle;
 use crate::runtime::bindings::ConnectError;
-use crate::runtime::{ConnKey, GuestState, connect_error};
+use crate::runtime::{ConnKey, GuestIo, connect_error};
 
 /// How long a connect may take before it fails with `timed-out`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -136,7 +136,7 @@ impl Server {
 
 /// A faulted guest's pending connects: cancel their timers (the connections
 /// themselves are closed with the others).
-pub(super) fn cancel_connect_timers(reactor: &mut Reactor, state: &GuestState) {
+pub(super) fn cancel_connect_timers(reactor: &mut Reactor, state: &GuestIo) {
     for conn in state.connections.values() {
         if let Some(id) = conn.connect_timer.take() {
             reactor.cancel_timer(id);

@@ -20,9 +20,10 @@ use super::faults::{CRASH_WINDOW, FaultHistory, Next};
 use super::policy::{FaultPolicy, Policy};
 use super::routes::{Route, RouteKey, Routes, token};
 use super::{datagrams, outbound};
+use crate::guest_io::GuestIo;
 use crate::metrics::{FaultKind, GuestMetrics};
 use crate::runtime::native::{HandlerFactory, NativeGuest};
-use crate::runtime::{ConnKey, Fault, Guest, GuestLimits, GuestSetup, GuestState, Instance, Module, Runtime};
+use crate::runtime::{ConnKey, Fault, Guest, GuestLimits, GuestSetup, Instance, Module, Runtime};
 
 new_key_type! {
     pub(super) struct GuestKey;
@@ -131,7 +132,7 @@ impl GuestSlot {
     }
 
     /// The running guest's state.
-    pub fn state(&self) -> Option<&GuestState> {
+    pub fn state(&self) -> Option<&GuestIo> {
         self.guest.as_ref().map(|guest| guest.state())
     }
 
