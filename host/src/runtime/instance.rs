@@ -53,13 +53,6 @@ impl Instance {
             Instance::Native(_) => false,
         }
     }
-
-    pub fn has_http(&self) -> bool {
-        match self {
-            Instance::Wasm(guest) => guest.has_http(),
-            Instance::Native(_) => false,
-        }
-    }
 }
 
 /// A method per callback of the list (`crate::callbacks`), which calls a

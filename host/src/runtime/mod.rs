@@ -1,7 +1,7 @@
 //! The guest runtime: wasmtime, our WIT imports, and calling guests. It
 //! knows nothing of epoll; the server drives it.
 
-pub mod bindings;
+pub(crate) mod bindings;
 mod cache;
 mod check;
 mod guest;
@@ -21,16 +21,13 @@ mod wasi;
 pub use crate::guest_io::{GuestIo, GuestLimits, GuestSetup, ListenerGrant, UdpSocket};
 pub use cache::{ArtifactCache, CacheError};
 pub use check::{Import, Report, check};
-pub use guest::{Fault, Guest, RequestHead};
-pub use http::recycle;
-pub use imports::monotonic_nanos;
-pub use instance::Instance;
+pub use guest::Fault;
+pub(crate) use guest::{Guest, RequestHead};
+pub(crate) use http::recycle;
+pub(crate) use instance::Instance;
 pub use load::{LoadError, Loader, Module, Runtime};
-pub use sockets::connect_error;
-pub use state::GuestState;
-pub use wasmloop_io::{
-    ConnKey, Handle, ReqKey, UdpKey, WsKey, listener_handle, listener_index, timer_handle, timer_id,
-};
+pub(crate) use sockets::connect_error;
+pub(crate) use wasmloop_io::{ConnKey, Handle, ReqKey, UdpKey, WsKey, listener_handle, timer_handle};
 
 /// Runs `f` (the event loop) with a current-thread tokio context entered.
 ///

@@ -215,7 +215,7 @@ impl Cx<'_> {
 /// A running native handler and its I/O context, the counterpart of a wasm
 /// [`Guest`](crate::runtime::Guest) (which has the same context in its
 /// store, beside WASI and its memory).
-pub struct NativeGuest {
+pub(crate) struct NativeGuest {
     handler: Box<dyn Handler>,
     io: GuestIo,
 }

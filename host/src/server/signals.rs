@@ -19,7 +19,7 @@ use signal_hook::low_level::pipe;
 static EARLY_SIGHUP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
 
 /// Keeps a SIGHUP from ending the process before the loops handle signals:
-/// it is recorded, and replayed as a reload by [`Signals::install`]. Call
+/// it is recorded, and replayed as a reload once the server installs its signal handlers. Call
 /// it first thing (it opens no descriptor).
 pub fn hold_early_sighup() -> io::Result<()> {
     let flag = EARLY_SIGHUP.get_or_init(Arc::default).clone();
