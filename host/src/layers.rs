@@ -51,23 +51,35 @@ fn visit(dir: &Path, files: &mut Vec<std::path::PathBuf>) {
     }
 }
 
-#[test]
-fn no_module_uses_a_layer_above_its_own() {
+/// Every source file of the library under `src/`: its top-level module,
+/// its path relative to `src/`, and its text.
+fn sources() -> Vec<(String, std::path::PathBuf, String)> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     visit(&src, &mut files);
+    files
+        .into_iter()
+        .map(|file| {
+            let relative = file.strip_prefix(&src).expect("under src").to_path_buf();
+            let module = relative.components().next().and_then(|c| c.as_os_str().to_str()).unwrap_or("");
+            let module = module.trim_end_matches(".rs").to_string();
+            let source = std::fs::read_to_string(&file).expect("a source file");
+            (module, relative, source)
+        })
+        .collect()
+}
+
+#[test]
+fn no_module_uses_a_layer_above_its_own() {
     let mut wrong = Vec::new();
     let mut checked = 0;
-    for file in &files {
-        let relative = file.strip_prefix(&src).expect("under src");
-        let module = relative.components().next().and_then(|c| c.as_os_str().to_str()).unwrap_or("");
-        let module = module.trim_end_matches(".rs");
+    for (module, relative, source) in sources() {
         // The binary (main.rs, inspect.rs), the crate root and this test sit on top.
-        if ["main", "inspect", "lib", "layers"].contains(&module) {
+        if ["main", "inspect", "lib", "layers"].contains(&module.as_str()) {
             continue;
         }
-        let own = layer(module).unwrap_or_else(|| panic!("{module} is in no layer: add it to LAYERS"));
-        for used in uses(&std::fs::read_to_string(file).expect("a source file")) {
+        let own = layer(&module).unwrap_or_else(|| panic!("{module} is in no layer: add it to LAYERS"));
+        for used in uses(&source) {
             checked += 1;
             let Some(theirs) = layer(&used) else { continue };
             if theirs > own {
@@ -83,17 +95,11 @@ fn no_module_uses_a_layer_above_its_own() {
 /// never in the I/O context a native handler shares with wasm guests.
 #[test]
 fn the_lowest_layer_names_no_wasmtime() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    visit(&src, &mut files);
     let mut wrong = Vec::new();
-    for file in &files {
-        let relative = file.strip_prefix(&src).expect("under src");
-        let module = relative.components().next().and_then(|c| c.as_os_str().to_str()).unwrap_or("");
-        if layer(module.trim_end_matches(".rs")) != Some(0) {
+    for (module, relative, source) in sources() {
+        if layer(&module) != Some(0) {
             continue;
         }
-        let source = std::fs::read_to_string(file).expect("a source file");
         for (number, line) in source.lines().enumerate() {
             if line.split("//").next().unwrap_or("").contains("wasmtime") {
                 wrong.push(format!("{}:{}", relative.display(), number + 1));
