@@ -5,7 +5,7 @@
 //! variants of that round trip run side by side in one process:
 //!
 //! - **integer**: the handle is a `u64` slot-map key, looked up by the host in
-//!   a `SlotMap` (what the product does, see ARCHITECTURE.md "Handles");
+//!   a `SlotMap` (what the product does, see docs/internals.md, "Handles");
 //! - **resource**: the handle is a `borrow<conn>`, looked up by the host in
 //!   the store's `ResourceTable`.
 //!
