@@ -10,15 +10,15 @@
 //! filling the compiled cache the hosts share; they then start in
 //! milliseconds.
 
-mod support;
-
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{Host, LineReader, Writer, assert_same_bytes, bounded, conformance, example_guest, random_bytes};
+use crate::support::{
+    self, Host, LineReader, Writer, assert_same_bytes, bounded, conformance, example_guest, random_bytes,
+};
 
 /// `target/examples/js-chat.wasm`, built by its `build.sh`, checked with
 /// `host check` and compiled into the hosts' shared cache (once per process;

@@ -8,8 +8,6 @@
 //! The first run installs Debian's chromium and playwright-core
 //! (tests/clients/install-browser.sh); later runs reuse them.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -19,8 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
+use crate::support::{self, Host, bounded, run_bounded, workspace_root};
 use serde_json::Value;
-use support::{Host, bounded, run_bounded, workspace_root};
 
 /// Installing chromium with apt-get on a fresh machine, and playwright-core
 /// with npm.
