@@ -7,14 +7,12 @@
 //! scraper waiting, a flood is closed beyond the cap, and a client dripping
 //! its request is cut at the deadline.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use crate::support::{Host, alone, bounded, run_bounded, workspace_root};
 use serde_json::Value;
-use support::{Host, bounded, run_bounded, workspace_root};
 use wasmloop::admin::{MAX_CLIENTS, REQUEST_DEADLINE};
 
 /// GET `path`: (status, content type, body).
@@ -336,6 +334,7 @@ fn closed_by(mut s: &TcpStream, deadline: Instant) -> bool {
 
 #[test]
 fn slow_clients_up_to_the_cap_do_not_keep_metrics_from_answering_and_more_are_closed_at_once() {
+    let _alone = alone();
     bounded(Duration::from_secs(60), || {
         let host = Host::command("echo").args(["--admin", "127.0.0.1:0"]).spawn();
         let admin = host.admin_addr();

@@ -3,14 +3,12 @@
 //! is noticed, deleted and rebuilt, never run; `--no-cache` keeps nothing;
 //! an unusable cache directory is named in one line.
 
-mod support;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use support::{HOST, Host, Signal, bounded, describe, read_exactly, run_bounded};
+use crate::support::{self, HOST, Host, Signal, bounded, describe, read_exactly, run_bounded};
 
 const LOG_WAIT: Duration = Duration::from_secs(60);
 

@@ -3,14 +3,12 @@
 //! lines while its backlog fits the host's buffer, and one that falls further
 //! behind is disconnected.
 
-mod support;
-
 use std::io::{ErrorKind, Read};
 use std::time::{Duration, Instant};
 
-use support::{Host, bounded};
+use crate::support::{self, Host, bounded};
 
-use support::conformance::chat_join as join;
+use crate::support::conformance::chat_join as join;
 
 #[test]
 fn each_line_reaches_every_other_client_but_not_its_sender() {

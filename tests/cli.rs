@@ -2,16 +2,15 @@
 //! names the problem, with exit code 2 for bad arguments and 1 for anything
 //! else; help is on stdout with exit code 0.
 
-mod support;
-
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use clap::{Args, FromArgMatches};
-use support::{HOST, Output, bounded, describe, guest, run_bounded};
 use wasmloop::limits::Limits;
+
+use crate::support::{self, HOST, Output, bounded, describe, guest, run_bounded};
 
 /// Runs `host ARGS` to completion (bounded).
 fn host(args: &[&str]) -> Output {

@@ -2,15 +2,13 @@
 //! order, whatever the size, the number of clients, or how the client
 //! reads, half-closes or resets.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{Host, Writer, assert_same_bytes, bounded, random_bytes, read_exactly};
+use crate::support::{self, Host, Writer, alone, assert_same_bytes, bounded, random_bytes, read_exactly};
 
 const MIB: usize = 1 << 20;
 
@@ -225,6 +223,7 @@ fn a_half_close_that_arrives_while_the_echo_is_paused_still_ends_the_stream() {
 
 #[test]
 fn a_peer_reset_with_data_in_flight_leaves_the_host_serving_and_quiet() {
+    let _alone = alone();
     const RESETS: usize = 20;
     bounded(Duration::from_secs(120), || {
         let mut host = Host::start("echo");

@@ -3,14 +3,12 @@
 //! guest on the same thread through `Host::backend_fd`/`next_timeout`/
 //! `run_once`. Both answer, and both ran on one thread.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{IO_TIMEOUT, bounded, run_bounded, workspace_root};
+use crate::support::{self, IO_TIMEOUT, bounded, run_bounded, workspace_root};
 
 #[test]
 fn the_apps_endpoint_and_a_guest_answer_from_one_thread() {

@@ -2,12 +2,10 @@
 //! are closed, and the host keeps running. (Restarts, limits and hostile
 //! guests beside others are the sandbox issue's tests.)
 
-mod support;
-
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use support::{Host, bounded};
+use crate::support::{Host, alone, bounded};
 
 /// Sends `command` on a fresh connection and returns how long the host took
 /// to close it (read returns end-of-stream or a reset).
@@ -49,6 +47,7 @@ fn a_panic_is_logged_with_callback_trap_and_wasm_backtrace_and_the_host_lives_on
 
 #[test]
 fn a_runaway_callback_is_stopped_at_its_deadline() {
+    let _alone = alone();
     bounded(Duration::from_secs(60), || {
         let mut host = Host::command("faulty").args(["--callback-deadline-ms", "100"]).spawn();
         let took = trip(&host, b"spin\n");

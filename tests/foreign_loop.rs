@@ -4,14 +4,14 @@
 //! `examples/calloop-host` serves a guest on its own calloop loop, detaches
 //! it and goes on alone.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Host, HostCommand, IO_TIMEOUT, Signal, bounded, conformance, describe, run_bounded, workspace_root};
+use crate::support::{
+    self, Host, HostCommand, IO_TIMEOUT, Signal, alone, bounded, conformance, describe, run_bounded, workspace_root,
+};
 
 const ON_CALLOOP: [&str; 2] = ["--event-loop", "calloop"];
 
@@ -57,6 +57,7 @@ fn chat_each_line_reaches_every_other_client_but_not_its_sender() {
 
 #[test]
 fn ticker_ticks_are_never_early_and_at_most_20_ms_late() {
+    let _alone = alone();
     bounded(Duration::from_secs(90), || {
         let host = on_calloop(conformance::ticker_command());
         conformance::ticks_on_schedule(&host);

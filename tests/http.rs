@@ -3,14 +3,12 @@
 //! `http-static-kv` guest, and raw sockets for pipelining and every kind of
 //! malformed input, each with the exact status and the connection closed.
 
-mod support;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{Host, IO_TIMEOUT, bounded, run_bounded};
+use crate::support::{self, Host, IO_TIMEOUT, alone, bounded, run_bounded};
 
 fn kv() -> Host {
     Host::command("http_static_kv").listen_flag("--listen-http").spawn()
@@ -322,6 +320,7 @@ fn malformed_requests_get_the_exact_status_and_a_close() {
 
 #[test]
 fn a_slowloris_client_gets_408_and_is_closed_while_others_are_served() {
+    let _alone = alone();
     bounded(Duration::from_secs(120), || {
         let host = Host::command("http_static_kv")
             .listen_flag("--listen-http")
@@ -396,6 +395,7 @@ fn http_hello_answers_and_a_guest_without_request_handling_answers_501() {
 
 #[test]
 fn a_guest_may_answer_later_from_a_timer_while_others_are_served() {
+    let _alone = alone();
     bounded(Duration::from_secs(120), || {
         let host = kv();
         let addr = host.addr();

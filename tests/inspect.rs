@@ -2,15 +2,13 @@
 //! what the host did (connections accepted and open), `--json` passes the
 //! document through, and an address nobody listens on is one line of error.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{HOST, Host, Output, bounded, describe, run_bounded};
+use crate::support::{HOST, Host, Output, bounded, describe, run_bounded};
 
 /// How long `host inspect` may take: two fetches 200 ms apart, each bounded
 /// by its own 3 s timeouts.

@@ -6,11 +6,9 @@
 //! backpressure (short writes, paused reading), and 100 connections at once
 //! each get their own bytes back, all without the host logging an error.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{Host, bounded, conformance, example_guest};
+use crate::support::{Host, bounded, conformance, example_guest};
 
 #[test]
 fn c_echo_round_trips() {

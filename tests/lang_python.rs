@@ -9,11 +9,9 @@
 //! The generous watchdog covers the debug host compiling the ~18 MB
 //! component the first time (later hosts load it from the compiled cache).
 
-mod support;
-
 use std::time::Duration;
 
-use support::{Host, bounded, conformance, example_guest};
+use crate::support::{Host, bounded, conformance, example_guest};
 
 const LIMIT: Duration = Duration::from_secs(900);
 

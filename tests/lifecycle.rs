@@ -2,15 +2,13 @@
 //! sleeping when idle, surviving descriptor exhaustion, and giving back
 //! every descriptor it took.
 
-mod support;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{Host, Signal, Writer, assert_same_bytes, bounded, describe, random_bytes};
+use crate::support::{self, Host, Signal, Writer, alone, assert_same_bytes, bounded, describe, random_bytes};
 
 const MIB: usize = 1 << 20;
 
@@ -105,6 +103,7 @@ fn sigint_with_no_connections_exits_0_promptly() {
 
 #[test]
 fn an_idle_host_with_open_connections_sleeps() {
+    let _alone = alone();
     const WINDOW: Duration = Duration::from_secs(3);
     bounded(Duration::from_secs(60), || {
         let mut host = Host::start("echo");

@@ -1,14 +1,12 @@
 //! Hot reload in migrate mode: the old version hands its state, its
 //! connections and its timers to the new one; the peers notice nothing.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use support::{Host, Signal, bounded};
+use crate::support::{self, Host, Signal, bounded};
 
 /// A copy of the guest's module at a path the test can replace.
 fn deployed(guest: &str, name: &str) -> PathBuf {

@@ -4,8 +4,6 @@
 //! panic is a fault like a trap: its connections are reset, the wasm guest
 //! keeps serving, and a fresh handler takes over after the backoff.
 
-mod support;
-
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
@@ -15,7 +13,7 @@ use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use support::{IO_TIMEOUT, LineReader, bounded, configure};
+use crate::support::{self, IO_TIMEOUT, LineReader, bounded, configure};
 use wasmloop::config::{FaultPolicy, Policy, ReloadMode};
 use wasmloop::embed::{Host, HostHandle};
 use wasmloop::native::{self, CloseReason, Cx, ErrorCode, Handler};

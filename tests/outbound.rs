@@ -1,14 +1,14 @@
 //! Outbound sockets on the real host: the relay guest (TCP connect through
 //! the allowlist) and the udp_echo guest (UDP on a granted address).
 
-mod support;
-
 use std::io::{ErrorKind, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{Host, IO_TIMEOUT, Signal, Writer, assert_same_bytes, bounded, random_bytes, read_exactly, read_to_eof};
+use crate::support::{
+    self, Host, IO_TIMEOUT, Signal, Writer, assert_same_bytes, bounded, random_bytes, read_exactly, read_to_eof,
+};
 
 const MIB: usize = 1 << 20;
 

@@ -13,22 +13,20 @@
 //! [`back_to_back_reloads_end_on_the_version_deployed_last`], which sends two
 //! SIGHUPs in quick succession on purpose.
 //!
-//! The tests run one at a time (see [`serial`]): the load test keeps both
-//! cores of a small CI machine busy, which would distort the timing and idle
-//! tests. Measured numbers go to stderr
-//! (`cargo test --test reload -- --nocapture`).
-
-mod support;
+//! Each test runs alone in the test process ([`alone`]): the load test
+//! keeps both cores of a small CI machine busy, which would distort the
+//! timing and idle tests. Measured numbers go to stderr
+//! (`cargo test --test integration reload:: -- --nocapture`).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use support::{Host, Signal, bounded, configure, guest, random_bytes, read_to_eof};
+use crate::support::{Host, Signal, alone, bounded, configure, guest, random_bytes, read_to_eof};
 
 /// The name every test's guest gets from its module file, `svc.wasm`.
 const NAME: &str = "svc";
@@ -40,12 +38,6 @@ const WAIT: Duration = Duration::from_secs(10);
 /// A client read or write that takes this long is an error (a stall), not a
 /// slow round trip.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// One reload test at a time; a failed test must not stop the others.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 // ---- The deployed module ----------------------------------------------------
 
@@ -487,7 +479,7 @@ fn twenty_reloads_under_load_drop_no_connection_and_lose_no_byte() {
     /// Fresh connections the clients finish after each reload before the
     /// next one.
     const PROGRESS: u64 = 200;
-    let _serial = serial();
+    let _alone = alone();
     bounded(Duration::from_secs(600), || {
         let svc = Service::new(&guest("echo"));
         // Long-lived connections stay on their version for the whole test;
@@ -639,7 +631,7 @@ fn twenty_reloads_under_load_drop_no_connection_and_lose_no_byte() {
 
 #[test]
 fn drain_keeps_old_connections_on_the_old_version_and_new_ones_get_the_new() {
-    let _serial = serial();
+    let _alone = alone();
     bounded(Duration::from_secs(120), || {
         let svc = Service::new(&guest("echo"));
         let mut host = svc.host(&[]);
@@ -672,7 +664,7 @@ fn drain_keeps_old_connections_on_the_old_version_and_new_ones_get_the_new() {
 #[test]
 fn the_drain_deadline_closes_what_is_left() {
     const DRAIN: Duration = Duration::from_millis(300);
-    let _serial = serial();
+    let _alone = alone();
     bounded(Duration::from_secs(120), || {
         let svc = Service::new(&guest("echo"));
         let mut host = svc.host(&["--drain-timeout-ms", &DRAIN.as_millis().to_string()]);
@@ -713,7 +705,7 @@ fn the_drain_deadline_closes_what_is_left() {
 #[test]
 fn reload_keeps_idle_at_zero_cpu() {
     const WINDOW: Duration = Duration::from_secs(2);
-    let _serial = serial();
+    let _alone = alone();
     bounded(Duration::from_secs(120), || {
         let svc = Service::new(&guest("echo"));
         // echo and faulty ignore their config; broken-init then returns an
@@ -775,7 +767,7 @@ fn reload_keeps_idle_at_zero_cpu() {
 #[test]
 fn back_to_back_reloads_end_on_the_version_deployed_last() {
     const ROUNDS: usize = 16;
-    let _serial = serial();
+    let _alone = alone();
     bounded(Duration::from_secs(300), || {
         let svc = Service::new(&guest("echo"));
         let mut host = svc.host(&[]);
@@ -846,7 +838,7 @@ fn back_to_back_reloads_end_on_the_version_deployed_last() {
 
 #[test]
 fn watch_reloads_on_an_atomic_deploy_and_on_a_write_in_place() {
-    let _serial = serial();
+    let _alone = alone();
     bounded(Duration::from_secs(120), || {
         let svc = Service::new(&guest("echo"));
         let host = svc.host(&["--watch"]);

@@ -9,24 +9,22 @@
 //!   (the host's log says so);
 //! - descriptors and memory came back afterwards.
 //!
-//! The tests run one at a time (see [`serial`]): a spinning guest burns a
-//! core for its whole deadline, and two of them at once on two cores would
-//! measure the machine, not the host. Measured numbers go to stderr
-//! (`cargo test --test sandbox -- --nocapture`).
-
-mod support;
+//! Each test runs alone in the test process ([`alone`]): a spinning guest
+//! burns a core for its whole deadline, and two of them at once on two
+//! cores would measure the machine, not the host. Measured numbers go to
+//! stderr (`cargo test --test integration sandbox:: -- --nocapture`).
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use support::{HOST, Host, LineReader, Signal, bounded, configure, describe, guest};
+use crate::support::{self, HOST, Host, LineReader, Signal, alone, bounded, configure, describe, guest};
 
 /// The default callback deadline.
 const DEADLINE: Duration = Duration::from_millis(50);
@@ -423,17 +421,11 @@ fn until_closed(conn: &mut TcpStream) -> (Duration, Vec<u8>) {
     }
 }
 
-/// One sandbox test at a time; a failed test must not stop the others.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 // ---- Runaway callbacks ----------------------------------------------------------
 
 #[test]
 fn a_guest_spinning_in_init_stops_the_host_at_startup_with_one_line_naming_init_and_the_deadline() {
-    let _serial = serial();
+    let _alone = alone();
     bounded(TEST_LIMIT, || {
         // With on-fault = exit, a first start that fails stops the host
         // (with another policy the others serve: see
@@ -470,7 +462,7 @@ fn a_guest_spinning_in_init_stops_the_host_at_startup_with_one_line_naming_init_
 
 #[test]
 fn among_several_guests_one_that_cannot_start_goes_through_its_fault_policy_while_echo_serves() {
-    let _serial = serial();
+    let _alone = alone();
     bounded(TEST_LIMIT, || {
         // `broken` panics in every `init`; `hostile` spins in its `init`.
         let broken = Spec {
@@ -536,7 +528,7 @@ fn run_timed(cmd: &mut Command) -> TimedRun {
 
 #[test]
 fn a_guest_spinning_in_on_data_is_interrupted_at_its_deadline_and_restarted_while_echo_keeps_going() {
-    let _serial = serial();
+    let _alone = alone();
     bounded(TEST_LIMIT, || {
         let mut sandbox = Sandbox::start(vec![Spec::hostile("spin-data")]);
         let mut latencies = Vec::new();
@@ -567,7 +559,7 @@ fn a_guest_spinning_in_on_data_is_interrupted_at_its_deadline_and_restarted_whil
 
 #[test]
 fn a_guest_spinning_in_every_timer_ends_in_a_crash_loop_and_stays_stopped_while_echo_keeps_going() {
-    let _serial = serial();
+    let _alone = alone();
     bounded(TEST_LIMIT, || {
         // Its `init` sets the 20 ms timer again on every restart.
         let mut sandbox = Sandbox::start(vec![Spec::hostile("spin-timer")]);
@@ -600,7 +592,7 @@ fn assert_stays_down(sandbox: &Sandbox, guest: &str) {
 
 #[test]
 fn a_memory_bomb_is_stopped_at_the_memory_cap_and_the_memory_comes_back() {
-    let _serial = serial();
+    let _alone = alone();
     bounded(TEST_LIMIT, || {
         let mut sandbox = Sandbox::start(vec![Spec::hostile("memory-bomb").limit("max_memory_mib", 32)]);
         for round in 1..=4 {
@@ -690,7 +682,7 @@ const TWO_MEMORIES: &str = r#"
 
 #[test]
 fn the_memory_cap_holds_for_all_memories_together_not_each_alone() {
-    let _serial = serial();
+    let _alone = alone();
     bounded(TEST_LIMIT, || {
         let dir = tempfile::tempdir().expect("a temp dir");
         let path = dir.path().join("two-memories.wasm");
@@ -741,7 +733,7 @@ fn the_memory_cap_holds_for_all_memories_together_not_each_alone() {
 
 #[test]
 fn a_panic_in_any_callback_tears_down_only_that_guest_which_restarts_and_serves_again() {
-    let _serial = serial();
+    let _alone = alone();
     bounded(TEST_LIMIT, || {
         let callbacks = ["accept", "data", "eof", "writable", "close", "timer"];
         let guests = callbacks.iter().map(|c| Spec::hostile(&format!("panic-{c}")).named(&format!("panic-{c}")));
@@ -794,7 +786,7 @@ fn a_panic_in_any_callback_tears_down_only_that_guest_which_restarts_and_serves_
 
 #[test]
 fn a_panic_in_on_shutdown_does_not_keep_the_host_from_a_clean_exit() {
-    let _serial = serial();
+    let _alone = alone();
     bounded(TEST_LIMIT, || {
         let mut sandbox = Sandbox::start(vec![Spec::hostile("panic-shutdown")]);
         sandbox.assert_echo_unharmed("panic-shutdown");
@@ -814,7 +806,7 @@ fn a_panic_in_on_shutdown_does_not_keep_the_host_from_a_clean_exit() {
 
 #[test]
 fn on_fault_stop_leaves_the_guest_stopped_and_echo_serving() {
-    let _serial = serial();
+    let _alone = alone();
     bounded(TEST_LIMIT, || {
         let mut sandbox = Sandbox::start(vec![Spec::hostile("panic-data").on_fault("stop")]);
         let mut conn = sandbox.greeted("hostile");
@@ -831,7 +823,7 @@ fn on_fault_stop_leaves_the_guest_stopped_and_echo_serving() {
 
 #[test]
 fn on_fault_exit_stops_the_host_with_a_non_zero_exit() {
-    let _serial = serial();
+    let _alone = alone();
     bounded(TEST_LIMIT, || {
         let mut sandbox = Sandbox::start(vec![Spec::hostile("panic-data").on_fault("exit")]);
         sandbox.assert_echo_unharmed("on-fault=exit");
@@ -849,7 +841,7 @@ fn on_fault_exit_stops_the_host_with_a_non_zero_exit() {
 
 #[test]
 fn a_guest_that_traps_in_every_restart_ends_in_a_crash_loop_and_stays_stopped() {
-    let _serial = serial();
+    let _alone = alone();
     bounded(TEST_LIMIT, || {
         // A 10 ms timer set in `init` panics: every restart traps again.
         let mut sandbox = Sandbox::start(vec![Spec::hostile("crash-loop")]);
@@ -869,7 +861,7 @@ fn a_guest_that_traps_in_every_restart_ends_in_a_crash_loop_and_stays_stopped() 
 
 #[test]
 fn forged_and_stale_handles_are_refused_with_invalid_handle() {
-    let _serial = serial();
+    let _alone = alone();
     bounded(TEST_LIMIT, || {
         let mut sandbox = Sandbox::start(vec![Spec::hostile("forge-handles")]);
         // The guest first needs a closed connection and a fired timer: until
@@ -897,7 +889,7 @@ fn forged_and_stale_handles_are_refused_with_invalid_handle() {
 
 #[test]
 fn a_handle_of_one_kind_is_refused_by_every_import_of_every_other_kind() {
-    let _serial = serial();
+    let _alone = alone();
     bounded(TEST_LIMIT, || {
         let mut sandbox = Sandbox::start(vec![
             Spec::hostile("cross-kind").toml(r#"listen_ws = ["127.0.0.1:0"]"#).toml(r#"udp = ["127.0.0.1:0"]"#),
@@ -973,7 +965,7 @@ fn websocket(sandbox: &Sandbox, addr: SocketAddr, path: &str) -> TcpStream {
 
 #[test]
 fn a_timer_flood_stops_at_the_timer_limit_and_the_limit_is_released_on_cancel() {
-    let _serial = serial();
+    let _alone = alone();
     bounded(TEST_LIMIT, || {
         let mut sandbox = Sandbox::start(vec![
             Spec::hostile("timer-flood").named("flood-default"),
@@ -996,7 +988,7 @@ fn a_timer_flood_stops_at_the_timer_limit_and_the_limit_is_released_on_cancel() 
 
 #[test]
 fn a_write_flood_to_a_client_that_does_not_read_buffers_at_most_max_output() {
-    let _serial = serial();
+    let _alone = alone();
     bounded(TEST_LIMIT, || {
         let max_output: u64 = 256 << 10;
         let mut sandbox = Sandbox::start(vec![Spec::hostile("write-flood").limit("max_output", max_output)]);
@@ -1039,7 +1031,7 @@ fn a_write_flood_to_a_client_that_does_not_read_buffers_at_most_max_output() {
 
 #[test]
 fn connections_beyond_max_connections_are_closed_at_once_and_logged_once() {
-    let _serial = serial();
+    let _alone = alone();
     bounded(TEST_LIMIT, || {
         let mut sandbox = Sandbox::start(vec![Spec::echo("limited").limit("max_connections", 10)]);
         let conns: Vec<TcpStream> = (0..20).map(|_| sandbox.connect("limited")).collect();
@@ -1112,7 +1104,7 @@ impl Sandbox {
 
 #[test]
 fn a_guest_that_sleeps_in_a_callback_faults_at_once_as_blocked_and_the_host_serves_on() {
-    let _serial = serial();
+    let _alone = alone();
     bounded(TEST_LIMIT, || {
         let mut sandbox = Sandbox::start(vec![Spec::hostile("sleep")]);
         let mut conn = sandbox.greeted("hostile");
@@ -1138,7 +1130,7 @@ fn a_guest_that_sleeps_in_a_callback_faults_at_once_as_blocked_and_the_host_serv
 
 #[test]
 fn a_timer_storm_under_the_deadline_cannot_stall_a_neighbour_and_ends_as_a_cpu_budget_fault() {
-    let _serial = serial();
+    let _alone = alone();
     bounded(TEST_LIMIT, || {
         // 2,000 timers due at once, each callback spinning 40 ms: no single
         // callback passes the 50 ms deadline, but together they would hold
@@ -1179,7 +1171,7 @@ fn a_timer_storm_under_the_deadline_cannot_stall_a_neighbour_and_ends_as_a_cpu_b
 
 #[test]
 fn a_burst_of_connections_to_a_guest_busy_in_every_callback_cannot_stall_a_neighbour() {
-    let _serial = serial();
+    let _alone = alone();
     bounded(TEST_LIMIT, || {
         let mut sandbox = Sandbox::start(vec![Spec::hostile("busy-echo")]);
         // 32 connections at once: on-accept and on-data spin 40 ms each.
@@ -1200,7 +1192,7 @@ fn a_burst_of_connections_to_a_guest_busy_in_every_callback_cannot_stall_a_neigh
 
 #[test]
 fn a_log_flood_is_rate_limited_counted_and_escaped_so_no_host_line_can_be_forged() {
-    let _serial = serial();
+    let _alone = alone();
     bounded(TEST_LIMIT, || {
         let per_sec = 50;
         let mut sandbox = Sandbox::start_with(
@@ -1285,7 +1277,7 @@ fn host_with_stderr(
 
 #[test]
 fn the_host_serves_on_when_its_log_reader_stalls_or_goes_away() {
-    let _serial = serial();
+    let _alone = alone();
     bounded(TEST_LIMIT, || {
         let config = ConfigFile::write(&[
             Spec::echo("echo"),
@@ -1348,7 +1340,7 @@ fn websocket_fragment(addr: SocketAddr, len: usize, payload: &[u8]) -> std::io::
 
 #[test]
 fn peers_sending_unfinished_websocket_messages_cannot_grow_the_host_past_its_input_cap() {
-    let _serial = serial();
+    let _alone = alone();
     bounded(TEST_LIMIT, || {
         let cap: u64 = 16 << 20;
         let mut sandbox =

@@ -4,8 +4,6 @@
 //! raw sockets for what a library will not send: unmasked frames, invalid
 //! UTF-8, oversized frames, a bad handshake.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -13,7 +11,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use support::{Host, IO_TIMEOUT, bounded, run_bounded, workspace_root};
+use crate::support::{Host, IO_TIMEOUT, bounded, run_bounded, workspace_root};
 
 fn chat() -> Host {
     Host::command("ws_chat").listen_flag("--listen-ws").args(["--ws-max-message", "1048576"]).spawn()

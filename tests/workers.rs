@@ -2,8 +2,6 @@
 //! instances and its own `SO_REUSEPORT` listener; and `--listen-fd`, a
 //! listening socket handed over by a supervisor.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -12,7 +10,7 @@ use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{HOST, Host, Signal, bounded, configure, guest, shared_cache_home};
+use crate::support::{self, HOST, Host, Signal, alone, bounded, configure, guest, shared_cache_home};
 
 const LOG_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -103,6 +101,7 @@ fn a_trap_in_one_worker_leaves_the_other_workers_connections_open() {
 /// epoch ticks that interrupt a runaway callback on the other.
 #[test]
 fn a_runaway_callback_is_stopped_while_the_other_worker_keeps_serving() {
+    let _alone = alone();
     bounded(Duration::from_secs(120), || {
         let mut host = Host::command("faulty").args(["--workers", "2", "--callback-deadline-ms", "200"]).spawn();
         // Connections opened first, while both workers are idle, so some are

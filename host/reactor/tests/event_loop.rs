@@ -1,12 +1,10 @@
 //! The reactor's contract, exercised through a real loop.
 
-mod common;
-
 use std::collections::HashMap;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::bounded;
+use crate::common::bounded;
 use wasmloop_reactor::{Event, EventLoop, Expired, Handler, LoopHandle, Reactor, Token};
 
 /// Records what the loop delivered.

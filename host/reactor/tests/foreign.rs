@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::common::serial;
 use wasmloop_reactor::foreign::{LoopOps, Waker};
 use wasmloop_reactor::{Event, EventLoop, Expired, Handler, Interest, Reactor, Token};
 
@@ -77,6 +78,7 @@ fn foreign_loop() -> (EventLoop<Recorder>, Rc<RefCell<Vec<Call>>>, Arc<AtomicUsi
 
 #[test]
 fn registration_goes_to_the_backend_and_the_one_timer_follows_the_earliest_deadline() {
+    let _serial = serial();
     let (mut lp, calls, _) = foreign_loop();
     let mut rec = Recorder::default();
     let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
@@ -113,6 +115,7 @@ fn registration_goes_to_the_backend_and_the_one_timer_follows_the_earliest_deadl
 
 #[test]
 fn posts_from_another_thread_wake_the_foreign_loop_once_and_run_in_the_next_turn() {
+    let _serial = serial();
     let (mut lp, calls, wakes) = foreign_loop();
     let mut rec = Recorder::default();
     let handle = lp.handle();
@@ -150,6 +153,7 @@ impl Handler for Reposter {
 
 #[test]
 fn work_left_pending_by_a_turn_arms_the_timer_at_once_without_the_prepare_hook() {
+    let _serial = serial();
     let calls = Rc::new(RefCell::new(Vec::new()));
     let ops = Recording { calls: calls.clone(), wakes: Arc::new(AtomicUsize::new(0)) };
     let mut lp = EventLoop::<Reposter>::with_foreign(Box::new(ops)).unwrap();
@@ -167,6 +171,7 @@ fn work_left_pending_by_a_turn_arms_the_timer_at_once_without_the_prepare_hook()
 
 #[test]
 fn run_once_is_refused_on_a_foreign_loop() {
+    let _serial = serial();
     let (mut lp, _, _) = foreign_loop();
     let error = lp.run_once(&mut Recorder::default(), Some(Duration::ZERO)).unwrap_err();
     assert_eq!(error.kind(), io::ErrorKind::Unsupported);

@@ -2,15 +2,13 @@
 //! the idle loop's CPU time and the process's open descriptors.
 #![cfg(target_os = "linux")]
 
-mod common;
-
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::bounded;
+use crate::common::bounded;
 use wasmloop_reactor::{Event, EventLoop, Expired, Handler, Interest, Reactor, Token};
 
 /// Handles nothing; the idle test only needs a loop with a source.

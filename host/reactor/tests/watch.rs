@@ -2,14 +2,12 @@
 //! the file, and a file created after watching began are all reported; a
 //! neighbour in the same directory is not; an idle watcher stays silent.
 
-mod common;
-
 use std::collections::HashSet;
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::bounded;
+use crate::common::bounded;
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use wasmloop_reactor::{FileWatcher, WatchId};
 
