@@ -108,16 +108,7 @@ fn an_idle_host_with_open_connections_sleeps() {
     bounded(Duration::from_secs(60), || {
         let mut host = Host::start("echo");
         // Ten connections, each used once, then left open and quiet.
-        let clients: Vec<TcpStream> = (0..10)
-            .map(|i| {
-                let mut client = host.connect();
-                client.write_all(&[i]).unwrap();
-                let mut byte = [0u8];
-                client.read_exact(&mut byte).unwrap();
-                assert_eq!(byte, [i]);
-                client
-            })
-            .collect();
+        let clients: Vec<TcpStream> = (0..10).map(|i| echoed_once(&host, i)).collect();
         let delta = host.activity_over(WINDOW);
         eprintln!(
             "idle for {WINDOW:?}: {:.3} ms on CPU, {} wakeups\n{}",
@@ -448,19 +439,20 @@ fn one_echo_guest(file: &str, top: &str, more: &str) -> std::path::PathBuf {
     path
 }
 
+/// A connection to the echo guest that has had `byte` echoed back.
+fn echoed_once(host: &Host, byte: u8) -> TcpStream {
+    let mut client = host.connect();
+    client.write_all(&[byte]).unwrap();
+    let mut back = [0u8];
+    client.read_exact(&mut back).unwrap();
+    assert_eq!(back, [byte]);
+    client
+}
+
 /// Two connections are served and the third is closed at once (the guest
 /// is at its limit of two).
 fn serves_two_connections_and_closes_the_third(host: &Host) {
-    let held: Vec<TcpStream> = (0..2u8)
-        .map(|i| {
-            let mut client = host.connect();
-            client.write_all(&[i]).unwrap();
-            let mut byte = [0u8];
-            client.read_exact(&mut byte).unwrap();
-            assert_eq!(byte, [i]);
-            client
-        })
-        .collect();
+    let held: Vec<TcpStream> = (0..2u8).map(|i| echoed_once(host, i)).collect();
     let mut third = host.connect();
     third.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let _ = third.write_all(b"x");
